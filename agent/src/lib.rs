@@ -1,0 +1,16 @@
+//! eastwatch: an eBPF runtime monitor for east-west traffic.
+//!
+//! Data flows one way: [`kernel`] events are decoded, enriched by the
+//! [`sensor`] (cgroup paths from [`cgroup`], older sockets from [`sockets`])
+//! and folded by the [`tracker`] into [`flow::Flow`]s that commands consume.
+
+pub mod cgroup;
+pub mod cli;
+pub mod clock;
+pub mod flow;
+pub mod kernel;
+pub mod observe;
+pub mod privileges;
+pub mod sensor;
+pub mod sockets;
+pub mod tracker;

@@ -1,0 +1,36 @@
+use clap::Parser;
+use eastwatch::cli::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // `init` also routes the `log` records aya-log produces into tracing.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .try_init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("eastwatch: starting the runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Observe(args) => eastwatch::observe::run(args.options()).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("eastwatch: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
