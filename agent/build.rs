@@ -20,6 +20,10 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
     let toolchain = pinned_toolchain(root_dir.as_std_path())?;
     println!("cargo:rerun-if-changed={root_dir}/rust-toolchain.toml");
+    // aya-build forwards every line the nested cargo prints as a warning;
+    // keep it to real diagnostics.
+    // SAFETY: build scripts are single-threaded at this point.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf(
         [aya_build::Package {
             name: ebpf.name.as_str(),

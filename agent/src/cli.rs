@@ -11,7 +11,11 @@ use crate::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "eastwatch", version, about = "eBPF runtime monitor for east-west traffic")]
+#[command(
+    name = "eastwatch",
+    version,
+    about = "eBPF runtime monitor for east-west traffic"
+)]
 pub struct Cli {
     /// Log filter for the agent's own logs on stderr (tracing syntax).
     #[arg(long, env = "EASTWATCH_LOG", default_value = "warn", global = true)]

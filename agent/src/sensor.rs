@@ -20,7 +20,9 @@ use tracing::{debug, info, warn};
 use crate::{
     cgroup::{Cgroup2Mount, CgroupRegistry},
     clock::BootClock,
-    flow::{Direction, Flow, FlowKey, NetnsRef, Origin, Outcome, Process, ProcessSource, Transport},
+    flow::{
+        Direction, Flow, FlowKey, NetnsRef, Origin, Outcome, Process, ProcessSource, Transport,
+    },
     kernel::{
         KernelProbe, ProbeConfig,
         counters::KernelCounters,
@@ -121,35 +123,45 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 }
 
 /// Network namespace cookie → inode, refreshed when an unknown cookie shows.
+#[derive(Default)]
 struct NetnsIndex {
     inodes: HashMap<u64, u64>,
-    scanned_inodes: std::collections::HashSet<u64>,
-    last_refresh: Option<Instant>,
+    /// Cookies a refresh did not find, and when: retried only after a while
+    /// so an unknowable namespace cannot make every event rescan /proc.
+    misses: HashMap<u64, Instant>,
 }
 
 impl NetnsIndex {
-    const REFRESH_EVERY: Duration = Duration::from_secs(5);
+    const RETRY_AFTER: Duration = Duration::from_secs(5);
+    const MAX_MISSES: usize = 4096;
 
     fn inode(&mut self, cookie: u64) -> Option<u64> {
         if let Some(inode) = self.inodes.get(&cookie) {
             return Some(*inode);
         }
-        let due = self
-            .last_refresh
-            .is_none_or(|at| at.elapsed() >= Self::REFRESH_EVERY);
-        if due {
-            self.refresh();
+        if self
+            .misses
+            .get(&cookie)
+            .is_some_and(|at| at.elapsed() < Self::RETRY_AFTER)
+        {
+            return None;
         }
-        self.inodes.get(&cookie).copied()
+        self.refresh();
+        let found = self.inodes.get(&cookie).copied();
+        if found.is_none() {
+            if self.misses.len() >= Self::MAX_MISSES {
+                self.misses.clear();
+            }
+            self.misses.insert(cookie, Instant::now());
+        }
+        found
     }
 
-    /// Enters each namespace not seen before to learn its cookie.
+    /// Enters every namespace to learn its cookie. Inode numbers of gone
+    /// namespaces are reused, so a known inode proves nothing; cookies are
+    /// never reused.
     fn refresh(&mut self) {
-        self.last_refresh = Some(Instant::now());
         for ns in netns::enumerate() {
-            if !self.scanned_inodes.insert(ns.inode) {
-                continue;
-            }
             match netns::run_in(&ns.handle, netns::current_cookie) {
                 Ok(cookie) => {
                     self.inodes.insert(cookie, ns.inode);
@@ -158,6 +170,13 @@ impl NetnsIndex {
             }
         }
     }
+}
+
+/// Whether the kernel programs may still be producing events.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Finality {
+    Running,
+    Final,
 }
 
 /// Events read per wake-up before timers get a turn.
@@ -213,11 +232,7 @@ impl Sensor {
             probe,
             registry,
             listeners: ListenerTable::default(),
-            netns: NetnsIndex {
-                inodes: HashMap::new(),
-                scanned_inodes: Default::default(),
-                last_refresh: None,
-            },
+            netns: NetnsIndex::default(),
             tracker: FlowTracker::default(),
             clock: BootClock::new(),
             tick,
@@ -249,17 +264,13 @@ impl Sensor {
             startup.existing_connections = scan.connections.len();
             startup.existing_listeners = scan.listeners.len();
             startup.scan_errors = scan.errors;
-            for (cookie, inode) in scan.namespaces {
-                sensor.netns.inodes.insert(cookie, inode);
-                sensor.netns.scanned_inodes.insert(inode);
-            }
-            sensor.netns.last_refresh = Some(Instant::now());
+            sensor.netns.inodes.extend(scan.namespaces);
             sensor.listeners = scan.listeners;
             let now = Instant::now();
             for connection in scan.connections {
                 let flow = sensor.existing_flow(connection);
                 if let Admission::New(flow) = sensor.tracker.admit(None, flow, now) {
-                    sensor.pending.push_back(Observation::Flow(flow));
+                    sensor.pending.push_back(Observation::Flow(*flow));
                 }
             }
         }
@@ -297,7 +308,7 @@ impl Sensor {
                         guard.clear_ready();
                     }
                 }
-                _ = self.tick.tick() => self.read_counts()?,
+                _ = self.tick.tick() => self.read_counts(Finality::Running)?,
             }
         }
     }
@@ -307,10 +318,11 @@ impl Sensor {
         self.pending.drain(..).collect()
     }
 
-    /// Everything the kernel has handed over so far, counts included; for
-    /// a final report before exit.
-    pub fn flush(&mut self) -> anyhow::Result<Vec<Observation>> {
-        self.read_counts()?;
+    /// Detaches the kernel programs and returns everything they produced,
+    /// counts included. Counters read afterwards are final and exact.
+    pub fn stop(&mut self) -> anyhow::Result<Vec<Observation>> {
+        self.probe.detach()?;
+        self.read_counts(Finality::Final)?;
         Ok(self.pending.drain(..).collect())
     }
 
@@ -364,7 +376,7 @@ impl Sensor {
             let kernel_key = kernel_flow.key;
             let flow = self.enrich(kernel_flow);
             if let Admission::New(flow) = self.tracker.admit(Some(kernel_key), flow, now) {
-                self.pending.push_back(Observation::Flow(flow));
+                self.pending.push_back(Observation::Flow(*flow));
             }
         }
     }
@@ -464,13 +476,15 @@ impl Sensor {
 
     /// Reads the kernel's running counts and counters; queues count updates,
     /// recovered flows and losses.
-    fn read_counts(&mut self) -> anyhow::Result<()> {
+    fn read_counts(&mut self, finality: Finality) -> anyhow::Result<()> {
         self.drain_flows();
         let now = Instant::now();
         let mut missing: HashMap<FlowKey, eastwatch_common::FlowStats> = HashMap::new();
         for entry in self.probe.flows.iter() {
             // Entries evicted mid-walk are simply skipped.
-            let Ok((wire_key, stats)) = entry else { continue };
+            let Ok((wire_key, stats)) = entry else {
+                continue;
+            };
             let Ok(key) = decode::key(&wire_key) else {
                 self.stats.decode_errors += 1;
                 continue;
@@ -479,12 +493,19 @@ impl Sensor {
                 missing.insert(key, stats);
             }
         }
-        for key in self.tracker.confirm_lost(missing.keys().copied()) {
-            let Some(stats) = missing.get(&key) else { continue };
+        let lost = match finality {
+            Finality::Running => self.tracker.confirm_lost(missing.keys().copied()),
+            // Detached and drained: nothing is in flight any more.
+            Finality::Final => missing.keys().copied().collect(),
+        };
+        for key in lost {
+            let Some(stats) = missing.get(&key) else {
+                continue;
+            };
             let flow = self.recovered_flow(key, stats);
             self.stats.flows_recovered += 1;
             if let Admission::New(flow) = self.tracker.admit(Some(key), flow, now) {
-                self.pending.push_back(Observation::Flow(flow));
+                self.pending.push_back(Observation::Flow(*flow));
             }
         }
         for update in self.tracker.take_updates() {

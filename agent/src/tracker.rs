@@ -49,7 +49,7 @@ pub struct FlowTracker {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Admission {
     /// A flow the agent did not know.
-    New(Flow),
+    New(Box<Flow>),
     /// More of a known flow (the next count update reports it).
     Known,
 }
@@ -101,7 +101,7 @@ impl FlowTracker {
                 }
                 tracked.reported = tracked.total();
                 tracked.flow.count = tracked.reported;
-                let new = tracked.flow.clone();
+                let new = Box::new(tracked.flow.clone());
                 self.flows.insert(logical, tracked);
                 Admission::New(new)
             }
@@ -170,9 +170,11 @@ impl FlowTracker {
     /// Forgets flows idle since `cutoff`, keeping memory bounded.
     pub fn prune(&mut self, cutoff: Instant) -> usize {
         let before = self.flows.len();
-        self.flows.retain(|_, tracked| tracked.last_change >= cutoff);
+        self.flows
+            .retain(|_, tracked| tracked.last_change >= cutoff);
         let flows = &self.flows;
-        self.logical_of.retain(|_, logical| flows.contains_key(logical));
+        self.logical_of
+            .retain(|_, logical| flows.contains_key(logical));
         before - self.flows.len()
     }
 }
@@ -275,7 +277,10 @@ mod tests {
     fn a_key_is_lost_only_when_missing_twice() {
         let mut tracker = FlowTracker::default();
         assert!(tracker.observe_count(key(9), 4, Instant::now()));
-        assert!(tracker.confirm_lost([key(9)]).is_empty(), "may be in flight");
+        assert!(
+            tracker.confirm_lost([key(9)]).is_empty(),
+            "may be in flight"
+        );
         assert_eq!(tracker.confirm_lost([key(9)]), vec![key(9)]);
         // An event that arrives in between clears it.
         tracker.confirm_lost([key(8)]);
@@ -288,7 +293,11 @@ mod tests {
         let start = Instant::now();
         let mut tracker = FlowTracker::default();
         tracker.admit(Some(key(1)), flow(key(1), 1), start);
-        tracker.admit(Some(key(2)), flow(key(2), 1), start + Duration::from_secs(10));
+        tracker.admit(
+            Some(key(2)),
+            flow(key(2), 1),
+            start + Duration::from_secs(10),
+        );
         assert_eq!(tracker.prune(start + Duration::from_secs(5)), 1);
         assert_eq!(tracker.len(), 1);
         assert!(tracker.observe_count(key(1), 3, start), "forgotten");

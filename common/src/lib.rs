@@ -110,6 +110,19 @@ pub struct SocketOwner {
     pub _pad1: [u8; 2],
 }
 
+/// A UDP socket and one peer it exchanged datagrams with. The direction of
+/// the first datagram between them is the flow's; datagrams the other way
+/// are replies and belong to that flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct UdpPeer {
+    pub socket_cookie: u64,
+    pub addr: [u32; 4],
+    pub port: u16,
+    pub family: u8,
+    pub _pad: [u8; 5],
+}
+
 /// `CgroupEvent::kind`: a cgroup directory was created.
 pub const CGROUP_MKDIR: u8 = 1;
 /// `CgroupEvent::kind`: a cgroup directory was removed.
@@ -169,6 +182,7 @@ pub mod names {
     pub const COUNTERS: &str = "COUNTERS";
     pub const SETTINGS: &str = "SETTINGS";
     pub const SOCKET_OWNERS: &str = "SOCKET_OWNERS";
+    pub const UDP_PEERS: &str = "UDP_PEERS";
 
     /// Globals the loader fills with struct offsets read from kernel BTF.
     pub const CGROUP_KN_OFFSET: &str = "CGROUP_KN_OFFSET";
@@ -188,6 +202,7 @@ mod user {
     unsafe impl aya::Pod for FlowEvent {}
     unsafe impl aya::Pod for SocketOwner {}
     unsafe impl aya::Pod for CgroupEvent {}
+    unsafe impl aya::Pod for UdpPeer {}
 }
 
 // The layouts are part of the wire format: a change here is a change there.
@@ -196,5 +211,6 @@ const _: () = {
     assert!(core::mem::size_of::<FlowStats>() == 24);
     assert!(core::mem::size_of::<FlowEvent>() == 104);
     assert!(core::mem::size_of::<SocketOwner>() == 56);
+    assert!(core::mem::size_of::<UdpPeer>() == 32);
     assert!(core::mem::size_of::<CgroupEvent>() == 24 + CGROUP_PATH_LEN);
 };

@@ -11,12 +11,19 @@ use aya_ebpf::{
     btf_maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
-use eastwatch_common::{CgroupEvent, FlowEvent, FlowKey, FlowStats, SocketOwner, counter, setting};
+use eastwatch_common::{
+    CgroupEvent, FlowEvent, FlowKey, FlowStats, SocketOwner, UdpPeer, counter, setting,
+};
 
 /// Folded flows: one entry per edge, LRU so a flood evicts old edges rather
 /// than failing new ones.
 #[btf_map]
 pub static FLOWS: LruHashMap<FlowKey, FlowStats, 65536> = LruHashMap::new();
+
+/// Which way the first datagram between a UDP socket and a peer went, so
+/// replies fold into the flow instead of looking like a new one.
+#[btf_map]
+pub static UDP_PEERS: LruHashMap<UdpPeer, u32, 65536> = LruHashMap::new();
 
 /// New flows for the agent (size in bytes, a power of two of pages).
 #[btf_map]
@@ -75,7 +82,8 @@ impl SocketOwnerStorage {
         };
         let map = core::ptr::from_ref(self).cast_mut().cast::<c_void>();
         // SAFETY: the helper checks `sk`; a null result means no storage.
-        let ptr = unsafe { aya_ebpf::helpers::generated::bpf_sk_storage_get(map, sk, value, flags) };
+        let ptr =
+            unsafe { aya_ebpf::helpers::generated::bpf_sk_storage_get(map, sk, value, flags) };
         let ptr = ptr.cast::<SocketOwner>();
         if ptr.is_null() { None } else { Some(ptr) }
     }

@@ -1,7 +1,9 @@
 //! Stamping sockets with their owner while we are in process context.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_current_cgroup_id},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_current_cgroup_id,
+    },
     programs::SockContext,
 };
 use eastwatch_common::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SocketOwner, counter};

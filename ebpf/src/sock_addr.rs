@@ -3,14 +3,18 @@
 
 use core::ptr::{addr_of, read_volatile};
 
-use aya_ebpf::{bindings::bpf_sock, programs::SockAddrContext};
+use aya_ebpf::{
+    EbpfContext, bindings::bpf_sock, helpers::generated::bpf_get_socket_cookie,
+    programs::SockAddrContext,
+};
 use eastwatch_common::{
-    AF_INET, DIRECTION_EGRESS, FLAG_V4_MAPPED, IPPROTO_TCP, IPPROTO_UDP, OUTCOME_DATAGRAM, counter,
+    AF_INET, DIRECTION_EGRESS, FLAG_V4_MAPPED, IPPROTO_TCP, IPPROTO_UDP, OUTCOME_DATAGRAM, UdpPeer,
+    counter,
 };
 
 use crate::{
     flow::{Addr, Edge, Occurrence, record},
-    maps::{SOCKET_OWNERS, count},
+    maps::{SOCKET_OWNERS, UDP_PEERS, count},
     owner::current_owner,
 };
 
@@ -119,10 +123,34 @@ pub fn on_connect(ctx: &SockAddrContext, to: UserAddr) {
     unsafe { *owner = connector };
 }
 
+/// Whether a datagram between this socket and `peer` answers one that went
+/// the other way first (a DNS response, say).
+#[inline(always)]
+fn is_reply(ctx: &SockAddrContext, peer: &UserAddr, direction: u8) -> bool {
+    let key = UdpPeer {
+        // SAFETY: sock_addr programs may ask for the socket cookie.
+        socket_cookie: unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
+        addr: peer.addr.words,
+        port: peer.port,
+        family: peer.addr.family,
+        _pad: [0; 5],
+    };
+    match UDP_PEERS.get_ptr(&key) {
+        // SAFETY: a live map value.
+        Some(first) => (unsafe { *first }) != u32::from(direction),
+        None => {
+            // LRU: a full map evicts; a lost insert only means the next
+            // reply counts as a flow of its own.
+            let _ = UDP_PEERS.insert(&key, &u32::from(direction), 0);
+            false
+        }
+    }
+}
+
 /// A UDP datagram to (egress) or from (ingress) `peer`.
 #[inline(always)]
 pub fn on_datagram(ctx: &SockAddrContext, peer: UserAddr, direction: u8) {
-    if protocol(ctx) != u32::from(IPPROTO_UDP) {
+    if protocol(ctx) != u32::from(IPPROTO_UDP) || is_reply(ctx, &peer, direction) {
         return;
     }
     let (local, local_port) = local_end(socket(ctx));

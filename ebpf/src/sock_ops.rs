@@ -32,10 +32,8 @@ pub fn on_sock_ops(ctx: &SockOpsContext) {
         }
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => report(ctx, DIRECTION_EGRESS, OUTCOME_ESTABLISHED),
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => report(ctx, DIRECTION_INGRESS, OUTCOME_ESTABLISHED),
-        BPF_SOCK_OPS_STATE_CB => {
-            if ctx.arg(0) == BPF_TCP_SYN_SENT && ctx.arg(1) == BPF_TCP_CLOSE {
-                report(ctx, DIRECTION_EGRESS, OUTCOME_ATTEMPTED);
-            }
+        BPF_SOCK_OPS_STATE_CB if ctx.arg(0) == BPF_TCP_SYN_SENT && ctx.arg(1) == BPF_TCP_CLOSE => {
+            report(ctx, DIRECTION_EGRESS, OUTCOME_ATTEMPTED);
         }
         _ => {}
     }
@@ -70,7 +68,12 @@ fn socket_ends(ctx: &SockOpsContext) -> (Addr, u16, Addr, u16) {
                 read_volatile(addr_of!((*ops).remote_ip6[2])),
                 read_volatile(addr_of!((*ops).remote_ip6[3])),
             ];
-            (Addr::v6(local).0, local_port, Addr::v6(remote).0, remote_port)
+            (
+                Addr::v6(local).0,
+                local_port,
+                Addr::v6(remote).0,
+                remote_port,
+            )
         }
     }
 }
@@ -84,7 +87,9 @@ fn owner(ctx: &SockOpsContext) -> Option<SocketOwner> {
         return None;
     }
     // SAFETY: storage pointers stay valid for the program's run.
-    SOCKET_OWNERS.get(sk.cast(), None).map(|owner| unsafe { *owner })
+    SOCKET_OWNERS
+        .get(sk.cast(), None)
+        .map(|owner| unsafe { *owner })
 }
 
 #[inline(always)]

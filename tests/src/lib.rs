@@ -1,1 +1,39 @@
+//! Harness for eastwatch's end-to-end tests: real cgroups, real network
+//! namespaces, real processes and the real agent binary.
+//!
+//! Every test needs root (it loads eBPF programs and makes cgroups); the
+//! harness fails loudly without it rather than skipping.
 
+pub mod agent;
+pub mod cgroup;
+pub mod events;
+pub mod netns;
+pub mod spawn;
+
+pub use agent::Agent;
+pub use cgroup::TestCgroup;
+pub use events::Events;
+pub use netns::{TestNetns, VethPair};
+pub use spawn::{Peer, peer_binary};
+
+/// Panics unless the tests run as root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "eastwatch's end-to-end tests load eBPF programs and create cgroups and \
+         network namespaces: run them as root (cargo xtask test)"
+    );
+}
+
+/// A name no other test run on this machine uses.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -1,1 +1,161 @@
-fn main() {}
+//! `cargo xtask`: set-up, build, test and run eastwatch on a fresh machine.
+//!
+//! Every command first makes sure the machine has what the build needs
+//! (see [`setup`]); that check is quick when nothing is missing.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "eastwatch's development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install toolchains, bpf-linker and Debian packages that are missing.
+    Setup,
+    /// Build the eastwatch binary (release), eBPF object included.
+    Build,
+    /// Formatting, clippy (workspace and eBPF crate), unit and end-to-end tests.
+    Test {
+        /// Only run tests whose name contains this.
+        filter: Option<String>,
+        /// Skip formatting and clippy.
+        #[arg(long)]
+        no_lint: bool,
+    },
+    /// cargo fmt --check and clippy -D warnings, eBPF crate included.
+    Lint,
+    /// Build and run `eastwatch observe` on this machine (needs root).
+    Observe {
+        /// Arguments for `eastwatch observe`, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    setup::ensure(&root)?;
+    match cli.command {
+        Task::Setup => Ok(()),
+        Task::Build => build_release(&root).map(|_| ()),
+        Task::Lint => lint(&root),
+        Task::Test { filter, no_lint } => {
+            if !no_lint {
+                lint(&root)?;
+            }
+            test(&root, filter.as_deref())
+        }
+        Task::Observe { args } => {
+            let binary = build_release(&root)?;
+            run(Command::new(binary).arg("observe").args(args))
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs a command to completion; a failure names the command.
+pub fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("starting {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo(root: &Path) -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(root);
+    command
+}
+
+fn build_release(root: &Path) -> anyhow::Result<PathBuf> {
+    run(cargo(root).args(["build", "--release", "--package", "eastwatch"]))?;
+    Ok(root.join("target/release/eastwatch"))
+}
+
+fn lint(root: &Path) -> anyhow::Result<()> {
+    run(cargo(root).args(["fmt", "--all", "--check"]))?;
+    run(cargo(root).args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "eastwatch-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The eBPF crate only builds for the BPF target, with its own toolchain.
+    let ebpf = root.join("ebpf");
+    run(Command::new("cargo")
+        .current_dir(&ebpf)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env_remove("RUSTC")
+        .args([
+            "clippy",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--target-dir",
+        ])
+        .arg(root.join("target/ebpf-clippy"))
+        .args(["--", "-D", "warnings"]))
+}
+
+fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
+    if !setup::is_root() {
+        bail!(
+            "the end-to-end tests load eBPF programs and make cgroups and network \
+             namespaces: run `cargo xtask test` as root"
+        );
+    }
+    let binary = build_release(root)?;
+    let filter: Vec<&str> = filter.into_iter().collect();
+    // Unit tests of every crate but the end-to-end suite.
+    run(cargo(root)
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "eastwatch-ebpf",
+            "--exclude",
+            "eastwatch-tests",
+            "--",
+        ])
+        .args(&filter))?;
+    // End-to-end: one agent at a time, each test with its own cgroups and
+    // namespaces, against the release binary.
+    run(cargo(root)
+        .env("EASTWATCH_BIN", &binary)
+        .args([
+            "test",
+            "--package",
+            "eastwatch-tests",
+            "--",
+            "--test-threads=1",
+        ])
+        .args(&filter))
+}

@@ -61,7 +61,11 @@ impl Cgroup2Mount {
         let relative = relative.to_str()?;
         let base = self.root.trim_end_matches('/');
         Some(if relative.is_empty() {
-            if base.is_empty() { "/".to_owned() } else { base.to_owned() }
+            if base.is_empty() {
+                "/".to_owned()
+            } else {
+                base.to_owned()
+            }
         } else {
             format!("{base}/{relative}")
         })
@@ -100,7 +104,9 @@ mod tests {
 
     #[test]
     fn says_so_when_there_is_no_v2_mount() {
-        let mounts = [line("27 25 0:24 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu")];
+        let mounts = [line(
+            "27 25 0:24 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu",
+        )];
         assert!(matches!(
             Cgroup2Mount::choose(mounts.iter()),
             Err(MountError::NotMounted)

@@ -300,7 +300,9 @@ mod tests {
     fn scans_and_resolves_by_handle_on_this_host() {
         let mount = Cgroup2Mount::discover().expect("cgroup2 mounted");
         let mut registry = CgroupRegistry::new(mount.clone(), Duration::from_secs(60), 16);
-        let dir = mount.mount_point.join(format!("eastwatch-registry-{}", std::process::id()));
+        let dir = mount
+            .mount_point
+            .join(format!("eastwatch-registry-{}", std::process::id()));
         std::fs::create_dir(&dir).expect("mkdir in cgroup2 (needs root)");
         let id = std::fs::metadata(&dir).expect("stat").ino();
         let expected = mount.hierarchy_path_of(&dir).expect("under mount");

@@ -50,9 +50,14 @@ struct Member {
 }
 
 enum Type {
-    Composite { name_off: u32, members: Vec<Member> },
+    Composite {
+        name_off: u32,
+        members: Vec<Member>,
+    },
     /// typedef, const, volatile, restrict, type tag: look through to `target`.
-    Alias { target: u32 },
+    Alias {
+        target: u32,
+    },
     Other,
 }
 
@@ -142,7 +147,11 @@ impl KernelBtf {
                         let type_id = cursor.u32()?;
                         let offset = cursor.u32()?;
                         // With kind_flag the top byte is a bitfield size.
-                        let bit_offset = if kind_flag { offset & 0x00ff_ffff } else { offset };
+                        let bit_offset = if kind_flag {
+                            offset & 0x00ff_ffff
+                        } else {
+                            offset
+                        };
                         members.push(Member {
                             name_off,
                             type_id,
@@ -287,11 +296,27 @@ mod tests {
         // 2: anonymous union { int b; int c; }
         push(&[0, (KIND_UNION << 24) | 2, 4, s("b"), 1, 0, s("c"), 1, 0]);
         // 3: struct outer { int a; union at bit 32 }
-        push(&[s("outer"), (KIND_STRUCT << 24) | 2, 8, s("a"), 1, 0, 0, 2, 32]);
+        push(&[
+            s("outer"),
+            (KIND_STRUCT << 24) | 2,
+            8,
+            s("a"),
+            1,
+            0,
+            0,
+            2,
+            32,
+        ]);
         let mut blob = Vec::new();
         blob.extend_from_slice(&MAGIC.to_le_bytes());
         blob.extend_from_slice(&[1, 0]);
-        for w in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+        for w in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
             blob.extend_from_slice(&w.to_le_bytes());
         }
         blob.extend_from_slice(&types);

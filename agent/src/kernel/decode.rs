@@ -64,7 +64,7 @@ pub fn ip_from_words(family: u8, words: [u32; 4]) -> Result<IpAddr, DecodeError>
         wire::AF_INET => Ok(IpAddr::V4(Ipv4Addr::from(u32::from_be(words[0])))),
         wire::AF_INET6 => {
             let mut octets = [0u8; 16];
-            for (chunk, word) in octets.chunks_exact_mut(4).zip(words) {
+            for (chunk, word) in octets.as_chunks_mut::<4>().0.iter_mut().zip(words) {
                 chunk.copy_from_slice(&word.to_ne_bytes());
             }
             Ok(IpAddr::V6(Ipv6Addr::from(octets)))
@@ -238,10 +238,7 @@ mod tests {
     fn rejects_out_of_range_fields() {
         let mut raw = raw_event();
         raw.key.transport = 99;
-        assert_eq!(
-            flow_event(as_bytes(&raw)),
-            Err(DecodeError::Transport(99))
-        );
+        assert_eq!(flow_event(as_bytes(&raw)), Err(DecodeError::Transport(99)));
         let mut raw = raw_event();
         raw.key.family = 3;
         assert_eq!(flow_event(as_bytes(&raw)), Err(DecodeError::Family(3)));

@@ -10,7 +10,9 @@ use std::{fs::File, path::Path};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{CgroupSock, CgroupSockAddr, RawTracePoint, SockOps, links::CgroupAttachMode},
+    programs::{
+        CgroupSock, CgroupSockAddr, Program, RawTracePoint, SockOps, links::CgroupAttachMode,
+    },
 };
 use eastwatch_common::{FlowKey as WireKey, FlowStats, names, setting};
 use thiserror::Error;
@@ -43,6 +45,8 @@ pub enum KernelError {
         name: &'static str,
         source: aya::maps::MapError,
     },
+    #[error("detaching: {0}")]
+    Detach(aya::programs::ProgramError),
     #[error("the eBPF object has no `{0}`")]
     Missing(&'static str),
     #[error("opening the cgroup v2 root {path}: {source}")]
@@ -117,7 +121,9 @@ impl KernelProbe {
         // Tracepoints first: a cgroup made while the rest attaches is named.
         for name in CGROUP_TRACEPOINTS {
             let program: &mut RawTracePoint = program_mut(&mut ebpf, name)?;
-            program.load().map_err(|source| KernelError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| KernelError::Program { name, source })?;
             program
                 .attach(name)
                 .map_err(|source| KernelError::Program { name, source })?;
@@ -136,7 +142,9 @@ impl KernelProbe {
             })?;
         for name in CGROUP_SOCK_ADDR_PROGRAMS {
             let program: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
-            program.load().map_err(|source| KernelError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| KernelError::Program { name, source })?;
             program
                 .attach(&root, CgroupAttachMode::Single)
                 .map_err(|source| KernelError::Program { name, source })?;
@@ -177,6 +185,27 @@ impl KernelProbe {
             })
     }
 
+    /// Detaches and unloads every program; the maps stay readable, so
+    /// what the kernel produced until now can still be drained exactly.
+    pub fn detach(&mut self) -> Result<(), KernelError> {
+        for (_, program) in self.ebpf.programs_mut() {
+            let unloaded = match program {
+                Program::CgroupSock(p) => p.unload(),
+                Program::CgroupSockAddr(p) => p.unload(),
+                Program::SockOps(p) => p.unload(),
+                Program::RawTracePoint(p) => p.unload(),
+                _ => Ok(()),
+            };
+            // Already unloaded is fine; anything else is worth knowing.
+            if let Err(err) = unloaded
+                && !matches!(err, aya::programs::ProgramError::NotLoaded)
+            {
+                return Err(KernelError::Detach(err));
+            }
+        }
+        Ok(())
+    }
+
     /// The object, for aya-log's reader.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
@@ -184,7 +213,11 @@ impl KernelProbe {
 
     /// Names of the attached programs, for the start-up report.
     pub fn program_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.ebpf.programs().map(|(name, _)| name.to_owned()).collect();
+        let mut names: Vec<String> = self
+            .ebpf
+            .programs()
+            .map(|(name, _)| name.to_owned())
+            .collect();
         names.sort();
         names
     }

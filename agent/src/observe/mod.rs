@@ -32,12 +32,15 @@ pub async fn run(options: ObserveOptions) -> anyhow::Result<()> {
         }
     };
     tokio::pin!(deadline);
+    // Streams made once, up front: a signal that arrives while a batch is
+    // being printed is queued, not missed.
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut toggle = signal(SignalKind::user_defined1())?;
     loop {
         tokio::select! {
             observations = sensor.next() => printer.observations(&observations?)?,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
             _ = &mut deadline => break,
             _ = toggle.recv() => {
@@ -46,7 +49,7 @@ pub async fn run(options: ObserveOptions) -> anyhow::Result<()> {
             }
         }
     }
-    printer.observations(&sensor.flush()?)?;
+    printer.observations(&sensor.stop()?)?;
     printer.summary(started.elapsed(), &sensor.counters()?, sensor.stats())?;
     Ok(())
 }

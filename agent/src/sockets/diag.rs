@@ -18,6 +18,24 @@ use crate::flow::Transport;
 /// TCP states as the kernel numbers them (`TCP_ESTABLISHED`, `TCP_LISTEN`).
 pub const TCP_ESTABLISHED: u8 = 1;
 pub const TCP_LISTEN: u8 = 10;
+
+/// TCP states of a connection that exists (a handshake completed and at
+/// most one side has closed): ESTABLISHED, FIN_WAIT1/2, CLOSE_WAIT,
+/// LAST_ACK, CLOSING. TIME_WAIT sockets have no owner left to report.
+fn connected_states() -> StateFlags {
+    StateFlags::ESTABLISHED
+        | StateFlags::FIN_WAIT1
+        | StateFlags::FIN_WAIT2
+        | StateFlags::CLOSE_WAIT
+        | StateFlags::LAST_ACK
+        | StateFlags::CLOSING
+}
+
+/// Whether a dumped TCP state is one of [`connected_states`].
+pub fn is_connected_tcp_state(state: u8) -> bool {
+    // ESTABLISHED=1, FIN_WAIT1=4, FIN_WAIT2=5, CLOSE_WAIT=8, LAST_ACK=9, CLOSING=11
+    matches!(state, 1 | 4 | 5 | 8 | 9 | 11)
+}
 /// UDP sockets report `TCP_CLOSE` unless connected (then ESTABLISHED).
 pub const UDP_UNCONNECTED: u8 = 7;
 
@@ -32,14 +50,14 @@ pub struct DiagSocket {
     pub cookie: u64,
 }
 
-/// Established and listening TCP, and every UDP socket, both families.
+/// Connected and listening TCP, and every UDP socket, both families.
 pub fn dump_all() -> io::Result<Vec<DiagSocket>> {
     let mut sockets = Vec::new();
     for family in [AF_INET, AF_INET6] {
         sockets.extend(dump(
             family,
             IPPROTO_TCP,
-            StateFlags::ESTABLISHED | StateFlags::LISTEN,
+            connected_states() | StateFlags::LISTEN,
         )?);
         sockets.extend(dump(family, IPPROTO_UDP, StateFlags::all())?);
     }
@@ -129,7 +147,11 @@ mod tests {
         let client_port = client.local_addr().expect("addr").port();
 
         let sockets = dump_all().expect("sock_diag dump");
-        assert!(sockets.iter().any(|s| s.state == TCP_LISTEN && s.local.port() == port));
+        assert!(
+            sockets
+                .iter()
+                .any(|s| s.state == TCP_LISTEN && s.local.port() == port)
+        );
         let outbound = sockets
             .iter()
             .find(|s| s.state == TCP_ESTABLISHED && s.local.port() == client_port)

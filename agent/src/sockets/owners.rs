@@ -72,6 +72,10 @@ mod tests {
         let holders = socket_holders();
         let me = holders.get(&inode).expect("our socket is listed");
         assert_eq!(me.pid, std::process::id());
-        assert!(me.cgroup_path.as_deref().is_some_and(|p| p.starts_with('/')));
+        assert!(
+            me.cgroup_path
+                .as_deref()
+                .is_some_and(|p| p.starts_with('/'))
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::{
-    diag::{self, DiagSocket, TCP_ESTABLISHED, TCP_LISTEN},
+    diag::{self, DiagSocket, TCP_ESTABLISHED, TCP_LISTEN, is_connected_tcp_state},
     netns::{self, Netns},
     owners::{self, SocketHolder},
 };
@@ -133,14 +133,18 @@ pub fn classify(
             let direction = match (socket.transport, socket.state) {
                 (Transport::Tcp, TCP_LISTEN) => {
                     if let Some(holder) = holder {
-                        scan.listeners.insert(ns.cookie, socket.local.port(), holder);
+                        scan.listeners
+                            .insert(ns.cookie, socket.local.port(), holder);
                     }
                     continue;
                 }
-                (Transport::Tcp, TCP_ESTABLISHED) if listening.contains(&socket.local.port()) => {
-                    Direction::Ingress
+                (Transport::Tcp, state) if is_connected_tcp_state(state) => {
+                    if listening.contains(&socket.local.port()) {
+                        Direction::Ingress
+                    } else {
+                        Direction::Egress
+                    }
                 }
-                (Transport::Tcp, TCP_ESTABLISHED) => Direction::Egress,
                 (Transport::Udp, TCP_ESTABLISHED) => Direction::Egress,
                 _ => continue,
             };
@@ -163,7 +167,13 @@ pub fn classify(
 mod tests {
     use super::*;
 
-    fn socket(transport: Transport, state: u8, local: &str, remote: &str, inode: u64) -> DiagSocket {
+    fn socket(
+        transport: Transport,
+        state: u8,
+        local: &str,
+        remote: &str,
+        inode: u64,
+    ) -> DiagSocket {
         DiagSocket {
             transport,
             state,
@@ -189,10 +199,34 @@ mod tests {
             cookie: 1,
             sockets: vec![
                 socket(Transport::Tcp, TCP_LISTEN, "0.0.0.0:80", "0.0.0.0:0", 1),
-                socket(Transport::Tcp, TCP_ESTABLISHED, "10.0.0.1:80", "10.0.0.2:40000", 2),
-                socket(Transport::Tcp, TCP_ESTABLISHED, "10.0.0.1:40001", "10.0.0.3:5432", 3),
-                socket(Transport::Udp, TCP_ESTABLISHED, "10.0.0.1:40002", "10.0.0.4:53", 4),
-                socket(Transport::Udp, diag::UDP_UNCONNECTED, "0.0.0.0:53", "0.0.0.0:0", 5),
+                socket(
+                    Transport::Tcp,
+                    TCP_ESTABLISHED,
+                    "10.0.0.1:80",
+                    "10.0.0.2:40000",
+                    2,
+                ),
+                socket(
+                    Transport::Tcp,
+                    TCP_ESTABLISHED,
+                    "10.0.0.1:40001",
+                    "10.0.0.3:5432",
+                    3,
+                ),
+                socket(
+                    Transport::Udp,
+                    TCP_ESTABLISHED,
+                    "10.0.0.1:40002",
+                    "10.0.0.4:53",
+                    4,
+                ),
+                socket(
+                    Transport::Udp,
+                    diag::UDP_UNCONNECTED,
+                    "0.0.0.0:53",
+                    "0.0.0.0:0",
+                    5,
+                ),
             ],
         };
         let holders: HashMap<u64, SocketHolder> =
@@ -209,7 +243,10 @@ mod tests {
         assert_eq!(initiated.service_port(), 5432);
         assert_eq!(initiated.holder, Some(holder(200)));
         let udp = &scan.connections[2];
-        assert_eq!((udp.transport, udp.direction), (Transport::Udp, Direction::Egress));
+        assert_eq!(
+            (udp.transport, udp.direction),
+            (Transport::Udp, Direction::Egress)
+        );
         assert_eq!(udp.holder, None);
         assert_eq!(scan.namespaces.get(&1), Some(&4026531840));
     }

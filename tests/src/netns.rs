@@ -1,0 +1,99 @@
+//! Network namespaces made with iproute2, deleted on drop.
+
+use std::{os::unix::fs::MetadataExt, path::PathBuf, process::Command};
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace with its loopback up.
+pub struct TestNetns {
+    name: String,
+}
+
+impl TestNetns {
+    pub fn new() -> Self {
+        let name = crate::unique("ew");
+        ip(&["netns", "add", &name]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        Self { name }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn handle(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+
+    /// The inode `ls -l /proc/PID/ns/net` shows for members.
+    pub fn inode(&self) -> u64 {
+        std::fs::metadata(self.handle()).expect("netns handle").ino()
+    }
+
+    /// Runs `ip ARGS` inside the namespace.
+    pub fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all);
+    }
+}
+
+impl Default for TestNetns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Two namespaces joined by a veth pair, each end with an IPv4 and an IPv6
+/// address (`10.77.0.1`/`fd77::1` and `.2`/`::2`). The addresses exist only
+/// inside the two namespaces.
+pub struct VethPair {
+    pub a: TestNetns,
+    pub b: TestNetns,
+}
+
+impl VethPair {
+    pub const A4: &str = "10.77.0.1";
+    pub const B4: &str = "10.77.0.2";
+    pub const A6: &str = "fd77::1";
+    pub const B6: &str = "fd77::2";
+
+    pub fn new() -> Self {
+        let a = TestNetns::new();
+        let b = TestNetns::new();
+        let (va, vb) = (format!("{}a", a.name()), format!("{}b", b.name()));
+        ip(&[
+            "link", "add", &va, "netns", a.name(), "type", "veth", "peer", "name", &vb,
+            "netns", b.name(),
+        ]);
+        for (ns, dev, v4, v6) in [(&a, &va, Self::A4, Self::A6), (&b, &vb, Self::B4, Self::B6)] {
+            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", dev]);
+            ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
+            ns.ip(&["link", "set", dev, "up"]);
+        }
+        Self { a, b }
+    }
+}
+
+impl Default for VethPair {
+    fn default() -> Self {
+        Self::new()
+    }
+}
