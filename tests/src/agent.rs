@@ -52,7 +52,8 @@ impl Agent {
     /// it reports `ready`.
     pub fn start(args: &[&str]) -> Self {
         crate::require_root();
-        let stderr_path = std::env::temp_dir().join(format!("{}.stderr", crate::unique("eastwatch-agent")));
+        let stderr_path =
+            std::env::temp_dir().join(format!("{}.stderr", crate::unique("eastwatch-agent")));
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
         let mut child = Command::new(agent_binary())
             .args(["observe", "--format", "json", "--count-interval", "200ms"])
@@ -99,7 +100,11 @@ impl Agent {
 
     /// The first event (already seen or arriving within `timeout`) that
     /// matches.
-    pub fn wait_for(&mut self, timeout: Duration, matches: impl Fn(&Value) -> bool) -> Option<Value> {
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
         if let Some(found) = self.seen.iter().find(|e| matches(e)) {
             return Some(found.clone());
         }
@@ -134,7 +139,11 @@ impl Agent {
         loop {
             match self.child.try_wait().expect("wait agent") {
                 Some(status) => {
-                    assert!(status.success(), "agent failed: {status}\n{}", self.stderr_text());
+                    assert!(
+                        status.success(),
+                        "agent failed: {status}\n{}",
+                        self.stderr_text()
+                    );
                     break;
                 }
                 None if Instant::now() > deadline => {

@@ -26,7 +26,12 @@ impl Events {
     /// The one new-flow record matching, failing with context otherwise.
     pub fn only_flow(&self, what: &str, matches: impl Fn(&Value) -> bool) -> &Value {
         let found: Vec<&Value> = self.of_kind("flow").filter(|e| matches(e)).collect();
-        assert_eq!(found.len(), 1, "expected exactly one flow: {what}; got {found:#?}\n{}", self.dump());
+        assert_eq!(
+            found.len(),
+            1,
+            "expected exactly one flow: {what}; got {found:#?}\n{}",
+            self.dump()
+        );
         found[0]
     }
 

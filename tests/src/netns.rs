@@ -38,7 +38,9 @@ impl TestNetns {
 
     /// The inode `ls -l /proc/PID/ns/net` shows for members.
     pub fn inode(&self) -> u64 {
-        std::fs::metadata(self.handle()).expect("netns handle").ino()
+        std::fs::metadata(self.handle())
+            .expect("netns handle")
+            .ino()
     }
 
     /// Runs `ip ARGS` inside the namespace.
@@ -57,7 +59,9 @@ impl Default for TestNetns {
 
 impl Drop for TestNetns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -80,8 +84,18 @@ impl VethPair {
         let b = TestNetns::new();
         let (va, vb) = (format!("{}a", a.name()), format!("{}b", b.name()));
         ip(&[
-            "link", "add", &va, "netns", a.name(), "type", "veth", "peer", "name", &vb,
-            "netns", b.name(),
+            "link",
+            "add",
+            &va,
+            "netns",
+            a.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &vb,
+            "netns",
+            b.name(),
         ]);
         for (ns, dev, v4, v6) in [(&a, &va, Self::A4, Self::A6), (&b, &vb, Self::B4, Self::B6)] {
             ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", dev]);

@@ -31,7 +31,11 @@ pub fn peer_binary() -> PathBuf {
 }
 
 /// A command that joins `cgroup` (and `netns`) between fork and exec.
-pub fn command_in(cgroup: &TestCgroup, netns: Option<&TestNetns>, program: impl Into<PathBuf>) -> Command {
+pub fn command_in(
+    cgroup: &TestCgroup,
+    netns: Option<&TestNetns>,
+    program: impl Into<PathBuf>,
+) -> Command {
     let procs = OpenOptions::new()
         .write(true)
         .open(cgroup.procs_file())

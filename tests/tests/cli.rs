@@ -2,7 +2,9 @@
 
 use std::process::Command;
 
-use eastwatch_tests::{Agent, Peer, TestCgroup, agent::agent_binary, events::FlowExt, spawn::command_in};
+use eastwatch_tests::{
+    Agent, Peer, TestCgroup, agent::agent_binary, events::FlowExt, spawn::command_in,
+};
 
 #[test]
 fn curl_from_one_cgroup_to_a_server_in_another() {
@@ -15,18 +17,33 @@ fn curl_from_one_cgroup_to_a_server_in_another() {
         .args(["-sS", "--max-time", "10", &format!("http://{addr}/")])
         .output()
         .expect("run curl");
-    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
     let events = agent.stop();
     drop(server);
 
     let egress = events.flows_of(shell.id());
-    assert_eq!(egress.len(), 1, "one flow from the client's cgroup: {egress:#?}");
-    assert_eq!((egress[0].direction(), egress[0].outcome()), ("egress", "established"));
+    assert_eq!(
+        egress.len(),
+        1,
+        "one flow from the client's cgroup: {egress:#?}"
+    );
+    assert_eq!(
+        (egress[0].direction(), egress[0].outcome()),
+        ("egress", "established")
+    );
     assert_eq!(egress[0]["process"]["name"], "curl");
     assert_eq!(egress[0]["cgroup"]["path"], shell.path());
     let ingress = events.flows_of(web.id());
-    assert_eq!(ingress.len(), 1, "one flow into the server's cgroup: {ingress:#?}");
+    assert_eq!(
+        ingress.len(),
+        1,
+        "one flow into the server's cgroup: {ingress:#?}"
+    );
     assert_eq!(ingress[0].direction(), "ingress");
     assert_eq!(ingress[0]["cgroup"]["path"], web.path());
     assert_eq!(ingress[0].service_port(), u64::from(addr.port()));
@@ -42,7 +59,10 @@ fn without_privileges_observe_names_what_is_missing() {
         .args(["observe", "--duration", "1s"])
         .output()
         .expect("run setpriv");
-    assert!(!out.status.success(), "observe must refuse to run unprivileged");
+    assert!(
+        !out.status.success(),
+        "observe must refuse to run unprivileged"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     for capability in ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"] {
         assert!(stderr.contains(capability), "names {capability}: {stderr}");
@@ -54,7 +74,11 @@ fn without_privileges_observe_names_what_is_missing() {
 fn text_output_is_one_line_per_flow() {
     eastwatch_tests::require_root();
     let cgroup = TestCgroup::new("text");
-    let mut server = Peer::spawn(&cgroup, None, &["tcp-serve", "--listen", "127.0.0.1:0", "--count", "1"]);
+    let mut server = Peer::spawn(
+        &cgroup,
+        None,
+        &["tcp-serve", "--listen", "127.0.0.1:0", "--count", "1"],
+    );
     let addr = server.ready();
     let mut agent = Command::new(agent_binary())
         .args(["observe", "--format", "text", "--duration", "3s"])
@@ -77,5 +101,8 @@ fn text_output_is_one_line_per_flow() {
         .unwrap_or_else(|| panic!("no egress line for {}:\n{text}", cgroup.path()));
     assert!(line.contains("tcp established"), "{line}");
     assert!(line.contains(&format!("-> {addr}")), "{line}");
-    assert!(text.lines().last().is_some_and(|l| l.starts_with("# ")), "summary last:\n{text}");
+    assert!(
+        text.lines().last().is_some_and(|l| l.starts_with("# ")),
+        "summary last:\n{text}"
+    );
 }

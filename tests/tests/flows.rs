@@ -13,11 +13,22 @@ fn owned_by(flow: &Value, cgroup: &TestCgroup) -> bool {
 /// Asserts the owner, process and netns fields every flow should carry.
 fn assert_attributed(flow: &Value, cgroup: &TestCgroup, pid: u32, netns_inode: Option<u64>) {
     assert_eq!(flow["cgroup"]["path"], cgroup.path(), "owner path: {flow}");
-    assert_eq!(flow["process"]["pid"].as_u64(), Some(u64::from(pid)), "pid: {flow}");
+    assert_eq!(
+        flow["process"]["pid"].as_u64(),
+        Some(u64::from(pid)),
+        "pid: {flow}"
+    );
     assert_eq!(flow["process"]["name"], "eastwatch-peer", "process: {flow}");
-    assert!(flow["netns"]["cookie"].as_u64().is_some_and(|c| c != 0), "netns: {flow}");
+    assert!(
+        flow["netns"]["cookie"].as_u64().is_some_and(|c| c != 0),
+        "netns: {flow}"
+    );
     if let Some(inode) = netns_inode {
-        assert_eq!(flow["netns"]["inode"].as_u64(), Some(inode), "netns inode: {flow}");
+        assert_eq!(
+            flow["netns"]["inode"].as_u64(),
+            Some(inode),
+            "netns inode: {flow}"
+        );
     }
     assert_eq!(flow["origin"], "kernel");
     assert_eq!(flow["count"], 1);
@@ -28,33 +39,69 @@ fn tcp_ipv4_both_ends_have_their_own_owner() {
     let agent = Agent::start(&[]);
     let server_cg = TestCgroup::new("srv");
     let client_cg = TestCgroup::new("cli");
-    let mut server = Peer::spawn(&server_cg, None, &["tcp-serve", "--listen", "127.0.0.1:0", "--count", "1"]);
+    let mut server = Peer::spawn(
+        &server_cg,
+        None,
+        &["tcp-serve", "--listen", "127.0.0.1:0", "--count", "1"],
+    );
     let addr = server.ready();
     let server_pid = server.pid();
-    let client = Peer::spawn(&client_cg, None, &["tcp-connect", "--to", &addr.to_string()]);
+    let client = Peer::spawn(
+        &client_cg,
+        None,
+        &["tcp-connect", "--to", &addr.to_string()],
+    );
     let client_pid = client.pid();
     client.finish();
     server.finish();
     let events = agent.stop();
 
-    let egress = events.only_flow("client egress", |f| owned_by(f, &client_cg) && f.direction() == "egress");
+    let egress = events.only_flow("client egress", |f| {
+        owned_by(f, &client_cg) && f.direction() == "egress"
+    });
     assert_attributed(egress, &client_cg, client_pid, None);
     assert_eq!(
-        (egress.transport(), egress.outcome(), egress["family"].as_str()),
+        (
+            egress.transport(),
+            egress.outcome(),
+            egress["family"].as_str()
+        ),
         ("tcp", "established", Some("ipv4"))
     );
-    assert_eq!((egress.remote_address(), egress.remote_port()), ("127.0.0.1", u64::from(addr.port())));
+    assert_eq!(
+        (egress.remote_address(), egress.remote_port()),
+        ("127.0.0.1", u64::from(addr.port()))
+    );
     assert_eq!(egress.service_port(), u64::from(addr.port()));
 
-    let ingress = events.only_flow("server ingress", |f| owned_by(f, &server_cg) && f.direction() == "ingress");
+    let ingress = events.only_flow("server ingress", |f| {
+        owned_by(f, &server_cg) && f.direction() == "ingress"
+    });
     assert_attributed(ingress, &server_cg, server_pid, None);
-    assert_eq!(ingress["process"]["source"], "socket", "accepted in softirq: {ingress}");
+    assert_eq!(
+        ingress["process"]["source"], "socket",
+        "accepted in softirq: {ingress}"
+    );
     assert_eq!(ingress.outcome(), "established");
     assert_eq!(ingress.service_port(), u64::from(addr.port()));
     assert_eq!(ingress.local_port(), u64::from(addr.port()));
-    assert_eq!(ingress.remote_port(), egress.local_port(), "the client's ephemeral port");
-    assert!(events.flows_of(server_cg.id()).iter().all(|f| f.direction() == "ingress"));
-    assert!(events.flows_of(client_cg.id()).iter().all(|f| f.direction() == "egress"));
+    assert_eq!(
+        ingress.remote_port(),
+        egress.local_port(),
+        "the client's ephemeral port"
+    );
+    assert!(
+        events
+            .flows_of(server_cg.id())
+            .iter()
+            .all(|f| f.direction() == "ingress")
+    );
+    assert!(
+        events
+            .flows_of(client_cg.id())
+            .iter()
+            .all(|f| f.direction() == "egress")
+    );
 }
 
 #[test]
@@ -64,10 +111,18 @@ fn tcp_ipv6_between_network_namespaces() {
     let server_cg = TestCgroup::new("srv6");
     let client_cg = TestCgroup::new("cli6");
     let listen = format!("[{}]:0", VethPair::B6);
-    let mut server = Peer::spawn(&server_cg, Some(&net.b), &["tcp-serve", "--listen", &listen, "--count", "1"]);
+    let mut server = Peer::spawn(
+        &server_cg,
+        Some(&net.b),
+        &["tcp-serve", "--listen", &listen, "--count", "1"],
+    );
     let addr = server.ready();
     let server_pid = server.pid();
-    let client = Peer::spawn(&client_cg, Some(&net.a), &["tcp-connect", "--to", &addr.to_string()]);
+    let client = Peer::spawn(
+        &client_cg,
+        Some(&net.a),
+        &["tcp-connect", "--to", &addr.to_string()],
+    );
     let client_pid = client.pid();
     client.finish();
     server.finish();
@@ -93,7 +148,11 @@ fn udp_exchange(listen: &str, connected: bool, netns: Option<&VethPair>) {
     let agent = Agent::start(&[]);
     let server_cg = TestCgroup::new("usrv");
     let client_cg = TestCgroup::new("ucli");
-    let mut server = Peer::spawn(&server_cg, netns.map(|n| &n.b), &["udp-serve", "--listen", listen, "--count", "3"]);
+    let mut server = Peer::spawn(
+        &server_cg,
+        netns.map(|n| &n.b),
+        &["udp-serve", "--listen", listen, "--count", "3"],
+    );
     let addr = server.ready();
     let server_pid = server.pid();
     let mut args = vec!["udp-send", "--reply", "--count", "3"];
@@ -109,10 +168,17 @@ fn udp_exchange(listen: &str, connected: bool, netns: Option<&VethPair>) {
     let events = agent.stop();
 
     let client_flows = events.flows_of(client_cg.id());
-    assert_eq!(client_flows.len(), 1, "replies are not new flows: {client_flows:#?}");
+    assert_eq!(
+        client_flows.len(),
+        1,
+        "replies are not new flows: {client_flows:#?}"
+    );
     let egress = client_flows[0];
     assert_attributed(egress, &client_cg, client_pid, netns.map(|n| n.a.inode()));
-    assert_eq!((egress.direction(), egress.transport(), egress.outcome()), ("egress", "udp", "datagram"));
+    assert_eq!(
+        (egress.direction(), egress.transport(), egress.outcome()),
+        ("egress", "udp", "datagram")
+    );
     assert_eq!(egress.remote_port(), u64::from(addr.port()));
     // Unconnected sends count datagrams; a connected socket counts its
     // connect() (the kernel sees no address on its sends).
@@ -121,13 +187,21 @@ fn udp_exchange(listen: &str, connected: bool, netns: Option<&VethPair>) {
     assert_eq!(events.final_count(is_client_egress), sends);
 
     let server_flows = events.flows_of(server_cg.id());
-    assert_eq!(server_flows.len(), 1, "replies are not new flows: {server_flows:#?}");
+    assert_eq!(
+        server_flows.len(),
+        1,
+        "replies are not new flows: {server_flows:#?}"
+    );
     let ingress = server_flows[0];
     assert_attributed(ingress, &server_cg, server_pid, netns.map(|n| n.b.inode()));
     assert_eq!(ingress.direction(), "ingress");
     assert_eq!(ingress.service_port(), u64::from(addr.port()));
     let is_server_ingress = |f: &Value| owned_by(f, &server_cg) && f.direction() == "ingress";
-    assert_eq!(events.final_count(is_server_ingress), 3, "three datagrams received");
+    assert_eq!(
+        events.final_count(is_server_ingress),
+        3,
+        "three datagrams received"
+    );
 }
 
 #[test]
@@ -158,7 +232,11 @@ fn v4_mapped_destination_is_reported_as_ipv4() {
     let agent = Agent::start(&[]);
     let server_cg = TestCgroup::new("msrv");
     let client_cg = TestCgroup::new("mcli");
-    let mut server = Peer::spawn(&server_cg, None, &["tcp-serve", "--listen", "127.0.0.1:0", "--count", "1"]);
+    let mut server = Peer::spawn(
+        &server_cg,
+        None,
+        &["tcp-serve", "--listen", "127.0.0.1:0", "--count", "1"],
+    );
     let addr = server.ready();
     let mapped = format!("[::ffff:127.0.0.1]:{}", addr.port());
     let client = Peer::spawn(&client_cg, None, &["tcp-connect", "--to", &mapped]);
@@ -184,16 +262,31 @@ fn refused_connect_is_an_attempt() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("pick a port");
-    let client = Peer::spawn(&client_cg, None, &["tcp-connect", "--expect-refused", "--to", &closed.to_string()]);
+    let client = Peer::spawn(
+        &client_cg,
+        None,
+        &[
+            "tcp-connect",
+            "--expect-refused",
+            "--to",
+            &closed.to_string(),
+        ],
+    );
     let output = client.finish();
     assert!(output.starts_with("refused"), "{output}");
     let events = agent.stop();
 
     let attempt = events.only_flow("refused connect", |f| owned_by(f, &client_cg));
-    assert_eq!((attempt.direction(), attempt.outcome()), ("egress", "attempted"));
+    assert_eq!(
+        (attempt.direction(), attempt.outcome()),
+        ("egress", "attempted")
+    );
     assert_eq!(attempt.remote_port(), u64::from(closed.port()));
     assert!(
-        events.flows_of(client_cg.id()).iter().all(|f| f.outcome() != "established"),
+        events
+            .flows_of(client_cg.id())
+            .iter()
+            .all(|f| f.outcome() != "established"),
         "nothing was established"
     );
 }
@@ -203,9 +296,17 @@ fn a_thousand_repeats_fold_into_one_flow() {
     let agent = Agent::start(&[]);
     let server_cg = TestCgroup::new("fsrv");
     let client_cg = TestCgroup::new("fcli");
-    let mut server = Peer::spawn(&server_cg, None, &["tcp-serve", "--listen", "127.0.0.1:0", "--count", "1000"]);
+    let mut server = Peer::spawn(
+        &server_cg,
+        None,
+        &["tcp-serve", "--listen", "127.0.0.1:0", "--count", "1000"],
+    );
     let addr = server.ready();
-    let client = Peer::spawn(&client_cg, None, &["tcp-connect", "--count", "1000", "--to", &addr.to_string()]);
+    let client = Peer::spawn(
+        &client_cg,
+        None,
+        &["tcp-connect", "--count", "1000", "--to", &addr.to_string()],
+    );
     client.finish();
     server.finish();
     let events = agent.stop();
@@ -225,7 +326,11 @@ fn a_thousand_repeats_fold_into_one_flow() {
 fn a_cgroup_that_lived_briefly_still_has_its_path() {
     let mut agent = Agent::start(&[]);
     let server_cg = TestCgroup::new("ssrv");
-    let mut server = Peer::spawn(&server_cg, None, &["tcp-serve", "--listen", "127.0.0.1:0", "--count", "1"]);
+    let mut server = Peer::spawn(
+        &server_cg,
+        None,
+        &["tcp-serve", "--listen", "127.0.0.1:0", "--count", "1"],
+    );
     let addr = server.ready();
 
     // Freeze the agent so it cannot look the cgroup up while it exists: only
@@ -253,15 +358,27 @@ fn a_cgroup_that_lived_briefly_still_has_its_path() {
 fn connections_older_than_the_agent_are_reported_once() {
     let server_cg = TestCgroup::new("osrv");
     let client_cg = TestCgroup::new("ocli");
-    let mut server = Peer::spawn(&server_cg, None, &["tcp-serve", "--listen", "127.0.0.1:0", "--count", "2"]);
+    let mut server = Peer::spawn(
+        &server_cg,
+        None,
+        &["tcp-serve", "--listen", "127.0.0.1:0", "--count", "2"],
+    );
     let addr = server.ready();
-    let mut holder = Peer::spawn(&client_cg, None, &["tcp-connect", "--hold", "--to", &addr.to_string()]);
+    let mut holder = Peer::spawn(
+        &client_cg,
+        None,
+        &["tcp-connect", "--hold", "--to", &addr.to_string()],
+    );
     holder.done();
 
     let agent = Agent::start(&[]);
     // A new connection to the listener that predates the agent: the kernel
     // has no owner stamp for it, the start-up scan does.
-    let late = Peer::spawn(&client_cg, None, &["tcp-connect", "--to", &addr.to_string()]);
+    let late = Peer::spawn(
+        &client_cg,
+        None,
+        &["tcp-connect", "--to", &addr.to_string()],
+    );
     late.finish();
     holder.release();
     server.finish();
@@ -274,7 +391,10 @@ fn connections_older_than_the_agent_are_reported_once() {
     assert_eq!(old_egress.remote_port(), u64::from(addr.port()));
     assert_eq!(old_egress["cgroup"]["path"], client_cg.path());
     assert_eq!(old_egress["process"]["source"], "procfs");
-    assert_eq!(old_egress["process"]["pid"].as_u64(), Some(u64::from(holder.pid())));
+    assert_eq!(
+        old_egress["process"]["pid"].as_u64(),
+        Some(u64::from(holder.pid()))
+    );
 
     let old_ingress = events.only_flow("pre-existing ingress", |f| {
         owned_by(f, &server_cg) && f["origin"] == "preexisting"
@@ -302,12 +422,22 @@ fn agent_reports_startup_and_summary() {
     let agent = Agent::start(&[]);
     let events = agent.stop();
     let ready = events.of_kind("ready").next().expect("ready");
-    assert_eq!(ready["programs"].as_array().map(Vec::len), Some(10), "{ready}");
+    assert_eq!(
+        ready["programs"].as_array().map(Vec::len),
+        Some(10),
+        "{ready}"
+    );
     let (mount, _) = eastwatch_tests::cgroup::cgroup2_mount();
     assert_eq!(ready["cgroup2_mount"], mount.display().to_string());
     let summary = events.summary();
-    let offered = summary["kernel"]["flow_events_offered"]["total"].as_u64().expect("offered");
-    let decoded = summary["agent"]["flow_events_decoded"].as_u64().expect("decoded");
-    let lost = summary["kernel"]["flow_ring_buffer_full"]["total"].as_u64().expect("lost");
+    let offered = summary["kernel"]["flow_events_offered"]["total"]
+        .as_u64()
+        .expect("offered");
+    let decoded = summary["agent"]["flow_events_decoded"]
+        .as_u64()
+        .expect("decoded");
+    let lost = summary["kernel"]["flow_ring_buffer_full"]["total"]
+        .as_u64()
+        .expect("lost");
     assert_eq!(offered, decoded + lost, "{summary}");
 }

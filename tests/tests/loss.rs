@@ -34,9 +34,15 @@ fn a_flooded_ring_buffer_counts_and_reports_every_loss() {
 
     let summary = events.summary();
     let kernel = &summary["kernel"];
-    let offered = kernel["flow_events_offered"]["total"].as_u64().expect("offered");
-    let lost = kernel["flow_ring_buffer_full"]["total"].as_u64().expect("lost");
-    let delivered = summary["agent"]["flow_events_decoded"].as_u64().expect("decoded");
+    let offered = kernel["flow_events_offered"]["total"]
+        .as_u64()
+        .expect("offered");
+    let lost = kernel["flow_ring_buffer_full"]["total"]
+        .as_u64()
+        .expect("lost");
+    let delivered = summary["agent"]["flow_events_decoded"]
+        .as_u64()
+        .expect("decoded");
     let per_cpu: u64 = kernel["flow_ring_buffer_full"]["per_cpu"]
         .as_array()
         .expect("per cpu")
@@ -49,15 +55,27 @@ fn a_flooded_ring_buffer_counts_and_reports_every_loss() {
     );
     let sent = u64::from(LAST_PORT - FIRST_PORT) + 1;
     assert!(offered >= sent, "every new edge was offered: {summary}");
-    assert!(lost > 0, "a frozen consumer with one page must lose: {summary}");
-    assert_eq!(offered, delivered + lost, "every event delivered or counted lost");
+    assert!(
+        lost > 0,
+        "a frozen consumer with one page must lose: {summary}"
+    );
+    assert_eq!(
+        offered,
+        delivered + lost,
+        "every event delivered or counted lost"
+    );
     assert_eq!(per_cpu, lost, "per-CPU counters add up");
 
     let loss = events
         .of_kind("loss")
         .next()
         .unwrap_or_else(|| panic!("no loss report:\n{}", events.dump()));
-    assert!(loss["new"]["flow_ring_buffer_full"].as_u64().is_some_and(|n| n > 0), "{loss}");
+    assert!(
+        loss["new"]["flow_ring_buffer_full"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{loss}"
+    );
 
     // Nothing lost silently: the kernel's flow table still had every edge,
     // so each port is reported, as a delivered or a recovered flow.
@@ -67,6 +85,12 @@ fn a_flooded_ring_buffer_counts_and_reports_every_loss() {
     ports.dedup();
     assert_eq!(ports.len() as u64, sent, "every swept port is reported");
     let recovered = flows.iter().filter(|f| f["origin"] == "recovered").count() as u64;
-    assert!(recovered > 0, "lost events were recovered from the flow table");
-    assert_eq!(summary["agent"]["flows_recovered"].as_u64(), Some(recovered));
+    assert!(
+        recovered > 0,
+        "lost events were recovered from the flow table"
+    );
+    assert_eq!(
+        summary["agent"]["flows_recovered"].as_u64(),
+        Some(recovered)
+    );
 }

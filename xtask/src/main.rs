@@ -48,6 +48,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let root = workspace_root();
     setup::ensure(&root)?;
+    // Builds look bpf-linker up on PATH; make sure its directory is there.
+    setup::put_cargo_bin_on_path()?;
     match cli.command {
         Task::Setup => Ok(()),
         Task::Build => build_release(&root).map(|_| ()),

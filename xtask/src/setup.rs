@@ -155,6 +155,20 @@ fn ensure_rust_toolchain(toolchain: &str) -> anyhow::Result<()> {
     ]))
 }
 
+/// Prepends cargo's bin directory (where bpf-linker goes) to PATH for
+/// every command this process starts.
+pub fn put_cargo_bin_on_path() -> anyhow::Result<()> {
+    let bin = cargo_bin_dir();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|p| p == bin) {
+        return Ok(());
+    }
+    let joined = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)))?;
+    // SAFETY: xtask is single-threaded here, before any child starts.
+    unsafe { std::env::set_var("PATH", joined) };
+    Ok(())
+}
+
 fn cargo_bin_dir() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
