@@ -4,10 +4,12 @@
 //! [`sensor`] (cgroup paths from [`cgroup`], older sockets from [`sockets`])
 //! and folded by the [`tracker`] into [`flow::Flow`]s that commands consume.
 
+pub mod alert;
 pub mod cgroup;
 pub mod cli;
 pub mod clock;
 pub mod flow;
+pub mod identity;
 pub mod kernel;
 pub mod observe;
 pub mod privileges;
