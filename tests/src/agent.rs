@@ -98,6 +98,18 @@ impl Agent {
         std::fs::read_to_string(&self.stderr.0).unwrap_or_default()
     }
 
+    /// Waits until the agent's log (stderr) contains `needle`.
+    pub fn wait_for_log(&self, timeout: Duration, needle: &str) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stderr_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// The first event (already seen or arriving within `timeout`) that
     /// matches.
     pub fn wait_for(
