@@ -71,9 +71,11 @@ pub struct Edge {
 }
 
 /// Counts one occurrence of `edge`; the first one of a key also goes to the
-/// agent with its details.
+/// agent with its details. A repeat costs one map lookup: `admit` (which
+/// gathers the details, and may decide the occurrence is not a flow of its
+/// own) only runs when the key is new.
 #[inline(always)]
-pub fn record<C: EbpfContext>(ctx: &C, edge: Edge, occurrence: &Occurrence) {
+pub fn record<C: EbpfContext>(ctx: &C, edge: Edge, admit: impl FnOnce() -> Option<Occurrence>) {
     let ctx_ptr = ctx.as_ptr();
     // SAFETY: every hook that calls this has a context these helpers accept.
     let netns_cookie = unsafe { bpf_get_netns_cookie(ctx_ptr) };
@@ -93,6 +95,9 @@ pub fn record<C: EbpfContext>(ctx: &C, edge: Edge, occurrence: &Occurrence) {
     if fold(&key, now) {
         return;
     }
+    let Some(occurrence) = admit() else {
+        return;
+    };
     let fresh = FlowStats {
         count: 1,
         first_seen_ns: now,
@@ -107,7 +112,7 @@ pub fn record<C: EbpfContext>(ctx: &C, edge: Edge, occurrence: &Occurrence) {
     }
     // SAFETY: as above.
     let socket_cookie = unsafe { bpf_get_socket_cookie(ctx_ptr) };
-    emit(&key, now, socket_cookie, occurrence);
+    emit(&key, now, socket_cookie, &occurrence);
     if crate::maps::diagnostics_enabled() {
         aya_log_ebpf::info!(
             ctx,

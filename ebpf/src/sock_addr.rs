@@ -4,7 +4,9 @@
 use core::ptr::{addr_of, read_volatile};
 
 use aya_ebpf::{
-    EbpfContext, bindings::bpf_sock, helpers::generated::bpf_get_socket_cookie,
+    EbpfContext,
+    bindings::bpf_sock,
+    helpers::generated::{bpf_get_current_cgroup_id, bpf_get_socket_cookie},
     programs::SockAddrContext,
 };
 use eastwatch_common::{
@@ -150,33 +152,44 @@ fn is_reply(ctx: &SockAddrContext, peer: &UserAddr, direction: u8) -> bool {
 /// A UDP datagram to (egress) or from (ingress) `peer`.
 #[inline(always)]
 pub fn on_datagram(ctx: &SockAddrContext, peer: UserAddr, direction: u8) {
-    if protocol(ctx) != u32::from(IPPROTO_UDP) || is_reply(ctx, &peer, direction) {
+    if protocol(ctx) != u32::from(IPPROTO_UDP) {
         return;
     }
-    let (local, local_port) = local_end(socket(ctx));
-    let task = current_owner();
+    // SAFETY: process context: the current cgroup is the socket's user.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    let sk = socket(ctx);
     let service_port = if direction == DIRECTION_EGRESS {
         peer.port
     } else {
-        local_port
+        // SAFETY: `sk` is a full socket; src_port is readable.
+        unsafe { read_volatile(addr_of!((*sk).src_port)) as u16 }
     };
     record(
         ctx,
         Edge {
-            cgroup_id: task.cgroup_id,
+            cgroup_id,
             remote: peer.addr,
             service_port,
             transport: IPPROTO_UDP,
             direction,
             outcome: OUTCOME_DATAGRAM,
         },
-        &Occurrence {
-            local,
-            local_port,
-            remote_port: peer.port,
-            pid_tgid: task.pid_tgid,
-            comm: task.comm,
-            flags: peer.flags & FLAG_V4_MAPPED,
+        // A known edge is never a reply (replies are not recorded), so the
+        // reply check only runs for new ones.
+        || {
+            if is_reply(ctx, &peer, direction) {
+                return None;
+            }
+            let (local, local_port) = local_end(sk);
+            let task = current_owner();
+            Some(Occurrence {
+                local,
+                local_port,
+                remote_port: peer.port,
+                pid_tgid: task.pid_tgid,
+                comm: task.comm,
+                flags: peer.flags & FLAG_V4_MAPPED,
+            })
         },
     );
 }

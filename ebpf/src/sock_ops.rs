@@ -128,13 +128,15 @@ fn report(ctx: &SockOpsContext, direction: u8, outcome: u8) {
             direction,
             outcome,
         },
-        &Occurrence {
-            local,
-            local_port,
-            remote_port,
-            pid_tgid: owner.pid_tgid,
-            comm: owner.comm,
-            flags,
+        || {
+            Some(Occurrence {
+                local,
+                local_port,
+                remote_port,
+                pid_tgid: owner.pid_tgid,
+                comm: owner.comm,
+                flags,
+            })
         },
     );
 }
