@@ -480,11 +480,10 @@ impl Sensor {
         self.drain_flows();
         let now = Instant::now();
         let mut missing: HashMap<FlowKey, eastwatch_common::FlowStats> = HashMap::new();
-        for entry in self.probe.flows.iter() {
-            // Entries evicted mid-walk are simply skipped.
-            let Ok((wire_key, stats)) = entry else {
-                continue;
-            };
+        let table = self.probe.flow_table();
+        let entries = table.len();
+        let fetched = now.elapsed();
+        for (wire_key, stats) in table {
             let Ok(key) = decode::key(&wire_key) else {
                 self.stats.decode_errors += 1;
                 continue;
@@ -493,6 +492,7 @@ impl Sensor {
                 missing.insert(key, stats);
             }
         }
+        debug!(entries, ?fetched, took = ?now.elapsed(), "read the kernel's flow table");
         let lost = match finality {
             Finality::Running => self.tracker.confirm_lost(missing.keys().copied()),
             // Detached and drained: nothing is in flight any more.

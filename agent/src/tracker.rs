@@ -7,10 +7,11 @@
 //! and an LRU-evicted edge comes back as a fresh kernel entry counting from
 //! one again.
 
-use std::{
-    collections::{HashMap, HashSet},
-    time::Instant,
-};
+use std::time::Instant;
+
+// Keys carry attacker-chosen addresses and ports: a seeded hasher, but a
+// fast one; this table is walked for every entry of the kernel's table.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::flow::{Flow, FlowKey};
 
@@ -18,15 +19,28 @@ struct Tracked {
     flow: Flow,
     /// Occurrences no longer in any kernel entry (evicted, pre-existing).
     retired: u64,
-    /// Kernel key → its count at the last look.
-    kernel: HashMap<FlowKey, u64>,
+    /// Kernel keys feeding this flow and their counts at the last look
+    /// (almost always one).
+    kernel: Vec<(FlowKey, u64)>,
     reported: u64,
     last_change: Instant,
 }
 
 impl Tracked {
     fn total(&self) -> u64 {
-        self.retired + self.kernel.values().sum::<u64>()
+        self.retired + self.kernel.iter().map(|(_, count)| count).sum::<u64>()
+    }
+
+    /// The last count seen for `key`, made 0 if the key is new here.
+    fn kernel_count(&mut self, key: FlowKey) -> &mut u64 {
+        let at = match self.kernel.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                self.kernel.push((key, 0));
+                self.kernel.len() - 1
+            }
+        };
+        &mut self.kernel[at].1
     }
 }
 
@@ -37,7 +51,6 @@ pub struct CountUpdate {
     pub delta: u64,
 }
 
-#[derive(Default)]
 pub struct FlowTracker {
     flows: HashMap<FlowKey, Tracked>,
     logical_of: HashMap<FlowKey, FlowKey>,
@@ -52,6 +65,16 @@ pub enum Admission {
     New(Box<Flow>),
     /// More of a known flow (the next count update reports it).
     Known,
+}
+
+impl Default for FlowTracker {
+    fn default() -> Self {
+        Self {
+            flows: HashMap::new(),
+            logical_of: HashMap::new(),
+            unseen: HashSet::new(),
+        }
+    }
 }
 
 impl FlowTracker {
@@ -77,7 +100,8 @@ impl FlowTracker {
                     // A kernel entry we knew came back as new: it was
                     // evicted (or could not be folded); keep what it had.
                     Some(key) => {
-                        let before = tracked.kernel.insert(key, flow.count).unwrap_or(0);
+                        let count = tracked.kernel_count(key);
+                        let before = std::mem::replace(count, flow.count);
                         tracked.retired += before;
                     }
                     None => tracked.retired += flow.count,
@@ -89,14 +113,12 @@ impl FlowTracker {
                 let mut tracked = Tracked {
                     flow,
                     retired: 0,
-                    kernel: HashMap::new(),
+                    kernel: Vec::new(),
                     reported: 0,
                     last_change: now,
                 };
                 match kernel_key {
-                    Some(key) => {
-                        tracked.kernel.insert(key, tracked.flow.count);
-                    }
+                    Some(key) => tracked.kernel.push((key, tracked.flow.count)),
                     None => tracked.retired = tracked.flow.count,
                 }
                 tracked.reported = tracked.total();
@@ -117,13 +139,13 @@ impl FlowTracker {
         let Some(tracked) = self.flows.get_mut(logical) else {
             return true;
         };
-        let last = tracked.kernel.entry(kernel_key).or_insert(0);
-        if count < *last {
+        let last = tracked.kernel_count(kernel_key);
+        let before = std::mem::replace(last, count);
+        if count < before {
             // Evicted and re-inserted between two looks.
-            tracked.retired += *last;
+            tracked.retired += before;
         }
-        if count != *last {
-            *last = count;
+        if count != before {
             tracked.last_change = now;
         }
         false

@@ -1,6 +1,7 @@
 //! Loading eastwatch's eBPF object, attaching it, and the handles the agent
 //! reads it through.
 
+pub mod batch;
 pub mod btf;
 pub mod counters;
 pub mod decode;
@@ -173,6 +174,20 @@ impl KernelProbe {
         };
         probe.set_diagnostics(config.diagnostics)?;
         Ok((probe, rings))
+    }
+
+    /// Every entry of the kernel's flow table: in batches where the kernel
+    /// supports it, else key by key (entries evicted mid-walk are skipped).
+    pub fn flow_table(&self) -> Vec<(WireKey, FlowStats)> {
+        use aya::maps::IterableMap as _;
+        use std::os::fd::AsFd as _;
+        match batch::lookup_all(self.flows.map().fd().as_fd(), 4096) {
+            Ok(entries) => entries,
+            Err(err) => {
+                tracing::debug!(%err, "batch lookup unavailable; walking the flow table");
+                self.flows.iter().filter_map(Result::ok).collect()
+            }
+        }
     }
 
     /// Switches kernel diagnostics (aya-log) on or off while running.
