@@ -80,6 +80,21 @@ impl Default for ProbeConfig {
     }
 }
 
+/// Loads program `$name` of type `$ty` and attaches it at the cgroup v2
+/// root. Single mode: aya passes other modes as link flags, which the
+/// kernel rejects; link-based attachments coexist with other programs.
+macro_rules! attach_at_root {
+    ($ebpf:expr, $ty:ty, $name:expr, $root:expr) => {{
+        let name = $name;
+        let program: &mut $ty = program_mut(&mut $ebpf, name)?;
+        let program_error = |source| KernelError::Program { name, source };
+        program.load().map_err(program_error)?;
+        program
+            .attach($root, CgroupAttachMode::Single)
+            .map_err(program_error)?;
+    }};
+}
+
 /// The ring buffers the kernel streams events on.
 pub struct RingBuffers {
     pub flow_events: RingBuf<MapData>,
@@ -122,45 +137,16 @@ impl KernelProbe {
         // Tracepoints first: a cgroup made while the rest attaches is named.
         for name in CGROUP_TRACEPOINTS {
             let program: &mut RawTracePoint = program_mut(&mut ebpf, name)?;
-            program
-                .load()
-                .map_err(|source| KernelError::Program { name, source })?;
-            program
-                .attach(name)
-                .map_err(|source| KernelError::Program { name, source })?;
+            let program_error = |source| KernelError::Program { name, source };
+            program.load().map_err(program_error)?;
+            program.attach(name).map_err(program_error)?;
         }
-        // Stamp owners before anything reads them.
-        let program: &mut CgroupSock = program_mut(&mut ebpf, SOCK_CREATE_PROGRAM)?;
-        program.load().map_err(|source| KernelError::Program {
-            name: SOCK_CREATE_PROGRAM,
-            source,
-        })?;
-        program
-            .attach(&root, CgroupAttachMode::Single)
-            .map_err(|source| KernelError::Program {
-                name: SOCK_CREATE_PROGRAM,
-                source,
-            })?;
+        // Then the owner stamp, before anything reads it.
+        attach_at_root!(ebpf, CgroupSock, SOCK_CREATE_PROGRAM, &root);
         for name in CGROUP_SOCK_ADDR_PROGRAMS {
-            let program: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
-            program
-                .load()
-                .map_err(|source| KernelError::Program { name, source })?;
-            program
-                .attach(&root, CgroupAttachMode::Single)
-                .map_err(|source| KernelError::Program { name, source })?;
+            attach_at_root!(ebpf, CgroupSockAddr, name, &root);
         }
-        let program: &mut SockOps = program_mut(&mut ebpf, SOCK_OPS_PROGRAM)?;
-        program.load().map_err(|source| KernelError::Program {
-            name: SOCK_OPS_PROGRAM,
-            source,
-        })?;
-        program
-            .attach(&root, CgroupAttachMode::Single)
-            .map_err(|source| KernelError::Program {
-                name: SOCK_OPS_PROGRAM,
-                source,
-            })?;
+        attach_at_root!(ebpf, SockOps, SOCK_OPS_PROGRAM, &root);
 
         let rings = RingBuffers {
             flow_events: take_map(&mut ebpf, names::FLOW_EVENTS)?,
