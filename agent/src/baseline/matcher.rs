@@ -89,6 +89,9 @@ pub struct Matcher {
     v6: PrefixMap<Ipv6Net, KeyId>,
     /// (from key, to key) → rules.
     pairs: HashMap<(KeyId, KeyId), Vec<u32>>,
+    /// Rules by one end's key, for the nearest rule of an alert.
+    by_from: HashMap<KeyId, Vec<u32>>,
+    by_to: HashMap<KeyId, Vec<u32>>,
 }
 
 impl Matcher {
@@ -99,6 +102,8 @@ impl Matcher {
             v4: PrefixMap::new(),
             v6: PrefixMap::new(),
             pairs: HashMap::new(),
+            by_from: HashMap::new(),
+            by_to: HashMap::new(),
         };
         let mut next: KeyId = BROAD + 1;
         for (position, rule) in baseline.rules.iter().enumerate() {
@@ -137,8 +142,38 @@ impl Matcher {
                 .entry((from, to))
                 .or_default()
                 .push(position as u32);
+            if from != BROAD {
+                matcher.by_from.entry(from).or_default().push(position as u32);
+            }
+            if to != BROAD {
+                matcher.by_to.entry(to).or_default().push(position as u32);
+            }
         }
         matcher
+    }
+
+    /// The rule nearest to allowing `edge` among those that name one of its
+    /// ends (what an alert quotes), with why it does not.
+    pub fn nearest_rule(&self, edge: &ObservedEdge, now: SystemTime) -> Option<String> {
+        let mut from_keys = Vec::with_capacity(4);
+        let mut to_keys = Vec::with_capacity(4);
+        self.candidate_keys(&edge.from, &mut from_keys);
+        self.candidate_keys(&edge.to, &mut to_keys);
+        let candidates = from_keys
+            .iter()
+            .filter_map(|k| self.by_from.get(k))
+            .chain(to_keys.iter().filter_map(|k| self.by_to.get(k)))
+            .flatten()
+            .take(4096);
+        let mut best: Option<(usize, &Rule, Vec<String>)> = None;
+        for position in candidates {
+            let rule = &self.baseline.rules[*position as usize];
+            let reasons = mismatches(rule, edge, now);
+            if best.as_ref().is_none_or(|(n, r, _)| (reasons.len(), rule.index) < (*n, r.index)) {
+                best = Some((reasons.len(), rule, reasons));
+            }
+        }
+        best.map(|(_, rule, reasons)| format!("{} (nearest; {})", rule.label(), reasons.join("; ")))
     }
 
     pub fn baseline(&self) -> &Arc<Baseline> {
@@ -242,25 +277,7 @@ pub fn nearest<'a>(
         .rules
         .iter()
         .map(|rule| {
-            let mut reasons = Vec::new();
-            if let Some(why) = rule.from.mismatch(&edge.from) {
-                reasons.push(format!("from: {why}"));
-            }
-            if let Some(why) = rule.to.mismatch(&edge.to) {
-                reasons.push(format!("to: {why}"));
-            }
-            if !rule.allows_port(edge.port, edge.transport) {
-                let ports: Vec<String> = rule.ports.iter().map(|p| p.to_string()).collect();
-                reasons.push(format!(
-                    "port: {}/{} is not in {}",
-                    edge.port,
-                    edge.transport,
-                    ports.join(", ")
-                ));
-            }
-            if rule.expired(now) {
-                reasons.push("expired".into());
-            }
+            let reasons = mismatches(rule, edge, now);
             (reasons.len(), rule, reasons)
         })
         .collect();
@@ -271,4 +288,28 @@ pub fn nearest<'a>(
         .take(limit)
         .map(|(_, rule, reasons)| (rule, reasons))
         .collect()
+}
+
+/// Why `rule` does not allow `edge`; empty when it does.
+pub fn mismatches(rule: &Rule, edge: &ObservedEdge, now: SystemTime) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if let Some(why) = rule.from.mismatch(&edge.from) {
+        reasons.push(format!("from: {why}"));
+    }
+    if let Some(why) = rule.to.mismatch(&edge.to) {
+        reasons.push(format!("to: {why}"));
+    }
+    if !rule.allows_port(edge.port, edge.transport) {
+        let ports: Vec<String> = rule.ports.iter().map(|p| p.to_string()).collect();
+        reasons.push(format!(
+            "port: {}/{} is not in {}",
+            edge.port,
+            edge.transport,
+            ports.join(", ")
+        ));
+    }
+    if rule.expired(now) {
+        reasons.push("expired".into());
+    }
+    reasons
 }
