@@ -24,7 +24,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self, below: usize) -> usize {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 33) as usize) % below.max(1)
     }
 }
@@ -55,7 +58,11 @@ fn selector_of(i: usize) -> Selector {
 
 /// `edges` rules: most workload to workload, every tenth to a /24 outside
 /// the cluster, every hundredth by namespace and label.
-fn baseline(edges: usize, workloads: usize, rng: &mut Lcg) -> (validate::Baseline, Vec<ObservedEdge>) {
+fn baseline(
+    edges: usize,
+    workloads: usize,
+    rng: &mut Lcg,
+) -> (validate::Baseline, Vec<ObservedEdge>) {
     let mut doc = BaselineDoc::new("bench");
     let mut allowed = Vec::new();
     for i in 0..edges {
@@ -110,7 +117,12 @@ fn baseline(edges: usize, workloads: usize, rng: &mut Lcg) -> (validate::Baselin
 }
 
 /// Half allowed edges, half lateral moves between random workloads.
-fn flows(allowed: &[ObservedEdge], workloads: usize, count: usize, rng: &mut Lcg) -> Vec<ObservedEdge> {
+fn flows(
+    allowed: &[ObservedEdge],
+    workloads: usize,
+    count: usize,
+    rng: &mut Lcg,
+) -> Vec<ObservedEdge> {
     (0..count)
         .map(|i| {
             if i % 2 == 0 {
@@ -154,7 +166,10 @@ fn main() {
         let started = Instant::now();
         let mut allowed_count = 0usize;
         for edge in &sample {
-            if matches!(black_box(matcher.judge(black_box(edge), now)), Verdict::Allowed(_)) {
+            if matches!(
+                black_box(matcher.judge(black_box(edge), now)),
+                Verdict::Allowed(_)
+            ) {
                 allowed_count += 1;
             }
         }

@@ -1,12 +1,7 @@
 //! The JSON-lines alert sink: one alert per line, on stdout or appended to
 //! a file. Times are RFC 3339; `event` is the alert kind's event name.
 
-use std::{
-    fs::OpenOptions,
-    io::Write,
-    path::Path,
-    time::SystemTime,
-};
+use std::{fs::OpenOptions, io::Write, path::Path, time::SystemTime};
 
 use serde_json::{Value, json};
 
@@ -44,7 +39,9 @@ impl JsonLinesSink {
     /// Appends to `path`, creating it.
     pub fn file(path: &Path) -> std::io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self { out: Box::new(file) })
+        Ok(Self {
+            out: Box::new(file),
+        })
     }
 
     pub fn writer(out: Box<dyn Write + Send>) -> Self {

@@ -130,13 +130,30 @@ impl Lan {
             let ns = TestNetns::new();
             let (h, m) = (format!("{}h", ns.name()), format!("{}m", ns.name()));
             ip(&[
-                "link", "add", &h, "netns", hub.name(), "type", "veth", "peer", "name", &m,
-                "netns", ns.name(),
+                "link",
+                "add",
+                &h,
+                "netns",
+                hub.name(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &m,
+                "netns",
+                ns.name(),
             ]);
             hub.ip(&["link", "set", &h, "master", "br0"]);
             hub.ip(&["link", "set", &h, "up"]);
             ns.ip(&["addr", "add", &format!("{}/24", Self::v4(i)), "dev", &m]);
-            ns.ip(&["addr", "add", &format!("{}/64", Self::v6(i)), "dev", &m, "nodad"]);
+            ns.ip(&[
+                "addr",
+                "add",
+                &format!("{}/64", Self::v6(i)),
+                "dev",
+                &m,
+                "nodad",
+            ]);
             ns.ip(&["link", "set", &m, "up"]);
             list.push(ns);
         }

@@ -40,10 +40,22 @@ impl ThreeTier {
             peer.ready();
             servers.push(peer);
         };
-        serve(APP, &["tcp-serve", "--listen", &format!("{}:8080", Lan::v4(APP))]);
-        serve(APP, &["tcp-serve", "--listen", &format!("[{}]:8080", Lan::v6(APP))]);
-        serve(DB, &["tcp-serve", "--listen", &format!("{}:5432", Lan::v4(DB))]);
-        serve(DB, &["udp-serve", "--listen", &format!("{}:5353", Lan::v4(DB))]);
+        serve(
+            APP,
+            &["tcp-serve", "--listen", &format!("{}:8080", Lan::v4(APP))],
+        );
+        serve(
+            APP,
+            &["tcp-serve", "--listen", &format!("[{}]:8080", Lan::v6(APP))],
+        );
+        serve(
+            DB,
+            &["tcp-serve", "--listen", &format!("{}:5432", Lan::v4(DB))],
+        );
+        serve(
+            DB,
+            &["udp-serve", "--listen", &format!("{}:5353", Lan::v4(DB))],
+        );
         Self {
             lan,
             cgroups,
@@ -61,7 +73,10 @@ impl ThreeTier {
     }
 
     fn connect(&self, from: usize, to: &str, count: u32) {
-        self.run(from, &["tcp-connect", "--to", to, "--count", &count.to_string()]);
+        self.run(
+            from,
+            &["tcp-connect", "--to", to, "--count", &count.to_string()],
+        );
     }
 
     /// The everyday paths: web → app:8080, app → db:5432.
@@ -72,11 +87,25 @@ impl ThreeTier {
 
     /// Both observations of `client` → `server`:`port`: the client's egress
     /// and the server's ingress (`address`: the family's address).
-    fn edges(&self, client: usize, server: usize, port: u16, v6: bool) -> [(String, String, u16); 2] {
+    fn edges(
+        &self,
+        client: usize,
+        server: usize,
+        port: u16,
+        v6: bool,
+    ) -> [(String, String, u16); 2] {
         let addr = |tier| if v6 { Lan::v6(tier) } else { Lan::v4(tier) };
         [
-            (self.cgroup(client), format!("external:{}", addr(server)), port),
-            (format!("external:{}", addr(client)), self.cgroup(server), port),
+            (
+                self.cgroup(client),
+                format!("external:{}", addr(server)),
+                port,
+            ),
+            (
+                format!("external:{}", addr(client)),
+                self.cgroup(server),
+                port,
+            ),
         ]
     }
 }
@@ -104,7 +133,11 @@ fn alert_edge(alert: &Value) -> (String, String, u16) {
         .and_then(|d| d.rsplit(':').next())
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
-    (canonical(&alert["source"]), canonical(&alert["destination"]), port)
+    (
+        canonical(&alert["source"]),
+        canonical(&alert["destination"]),
+        port,
+    )
 }
 
 fn unauthorized(events: &[Value]) -> Vec<&Value> {
@@ -163,21 +196,41 @@ fn learn_lint_monitor_then_lateral_moves_alert_once() {
         "200ms",
     ]);
     tiers.normal_traffic();
-    let normal: Vec<_> = [tiers.edges(WEB, APP, 8080, false), tiers.edges(APP, DB, 5432, false)]
-        .concat();
+    let normal: Vec<_> = [
+        tiers.edges(WEB, APP, 8080, false),
+        tiers.edges(APP, DB, 5432, false),
+    ]
+    .concat();
     for (from, to, port) in &normal {
         let seen = learner.wait_for(Duration::from_secs(20), |e| {
-            e["event"] == "learned" && e["from"] == from.as_str() && e["to"] == to.as_str() && e["port"] == *port
+            e["event"] == "learned"
+                && e["from"] == from.as_str()
+                && e["to"] == to.as_str()
+                && e["port"] == *port
         });
-        assert!(seen.is_some(), "never learned {from} -> {to} {port}:\n{}", learner.stderr_text());
+        assert!(
+            seen.is_some(),
+            "never learned {from} -> {to} {port}:\n{}",
+            learner.stderr_text()
+        );
     }
     let learn_events = learner.stop();
-    let summary = learn_events.of_kind("summary").last().expect("summary").clone();
-    assert!(summary["learned_edges"].as_u64().unwrap_or(0) >= 4, "{summary}");
+    let summary = learn_events
+        .of_kind("summary")
+        .last()
+        .expect("summary")
+        .clone();
+    assert!(
+        summary["learned_edges"].as_u64().unwrap_or(0) >= 4,
+        "{summary}"
+    );
 
     // The learned file: reviewable, no counters or timestamps, lints clean.
     let text = std::fs::read_to_string(&learned).expect("learned baseline");
-    assert!(text.starts_with("apiVersion: eastwatch.io/v1\nkind: Baseline\n"), "{text}");
+    assert!(
+        text.starts_with("apiVersion: eastwatch.io/v1\nkind: Baseline\n"),
+        "{text}"
+    );
     for (from, _, _) in &normal {
         if let Some(path) = from.strip_prefix("cgroup:") {
             assert!(text.contains(path), "{path} in\n{text}");
@@ -194,15 +247,33 @@ fn learn_lint_monitor_then_lateral_moves_alert_once() {
     // Every learned path is allowed, web straight to the db is not.
     for (from, to, port) in &normal {
         let out = eastwatch(&[
-            "baseline", "explain", learned.to_str().expect("path"), "--from", from, "--to", to,
-            "--port", &format!("{port}/tcp"),
+            "baseline",
+            "explain",
+            learned.to_str().expect("path"),
+            "--from",
+            from,
+            "--to",
+            to,
+            "--port",
+            &format!("{port}/tcp"),
         ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     let [web_db, _] = tiers.edges(WEB, DB, 5432, false);
     let out = eastwatch(&[
-        "baseline", "explain", learned.to_str().expect("path"), "--from", &web_db.0, "--to",
-        &web_db.1, "--port", "5432/tcp",
+        "baseline",
+        "explain",
+        learned.to_str().expect("path"),
+        "--from",
+        &web_db.0,
+        "--to",
+        &web_db.1,
+        "--port",
+        "5432/tcp",
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("unauthorized"));
@@ -234,11 +305,15 @@ fn learn_lint_monitor_then_lateral_moves_alert_once() {
         "--count-interval",
         "200ms",
     ]);
-    let ready = monitor.events_so_far(Duration::from_millis(10))
+    let ready = monitor
+        .events_so_far(Duration::from_millis(10))
         .into_iter()
         .find(|e| e["event"] == "ready")
         .expect("ready");
-    let digest = ready["baseline_digest"].as_str().expect("digest").to_owned();
+    let digest = ready["baseline_digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
     assert!(digest.starts_with("sha256:"), "{ready}");
 
     tiers.normal_traffic();
@@ -247,9 +322,30 @@ fn learn_lint_monitor_then_lateral_moves_alert_once() {
     // An IPv6 path nobody learned.
     tiers.connect(WEB, &format!("[{}]:8080", Lan::v6(APP)), 2);
     // A new UDP path.
-    tiers.run(APP, &["udp-send", "--to", &format!("{}:5353", Lan::v4(DB)), "--count", "2", "--reply"]);
+    tiers.run(
+        APP,
+        &[
+            "udp-send",
+            "--to",
+            &format!("{}:5353", Lan::v4(DB)),
+            "--count",
+            "2",
+            "--reply",
+        ],
+    );
     // A port sweep from the compromised web tier.
-    tiers.run(WEB, &["tcp-sweep", "--to", &Lan::v4(DB), "--first", "6000", "--last", "6019"]);
+    tiers.run(
+        WEB,
+        &[
+            "tcp-sweep",
+            "--to",
+            &Lan::v4(DB),
+            "--first",
+            "6000",
+            "--last",
+            "6019",
+        ],
+    );
 
     let lateral: Vec<(String, String, u16)> = [
         tiers.edges(WEB, DB, 5432, false),
@@ -264,7 +360,13 @@ fn learn_lint_monitor_then_lateral_moves_alert_once() {
         .wait_for(Duration::from_secs(20), |e| e["technique"]["id"] == "T1046")
         .unwrap_or_else(|| panic!("no scan alert:\n{}", monitor.stderr_text()));
     let events = monitor.stop().all;
-    let dump = || events.iter().map(Value::to_string).collect::<Vec<_>>().join("\n");
+    let dump = || {
+        events
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
 
     // Each lateral edge: exactly one first report in the window.
     for edge in &lateral {
@@ -288,9 +390,17 @@ fn learn_lint_monitor_then_lateral_moves_alert_once() {
     assert_eq!(alert["technique"]["id"], "T1210");
     assert_eq!(alert["flow"]["transport"], "tcp");
     assert_eq!(alert["flow"]["observed"], "egress");
-    assert_eq!(alert["flow"]["destination"], format!("{}:5432", Lan::v4(DB)));
+    assert_eq!(
+        alert["flow"]["destination"],
+        format!("{}:5432", Lan::v4(DB))
+    );
     assert_eq!(alert["flow"]["process"]["name"], "eastwatch-peer");
-    assert!(alert["rule"].as_str().is_some_and(|r| r.contains("nearest")), "{alert}");
+    assert!(
+        alert["rule"]
+            .as_str()
+            .is_some_and(|r| r.contains("nearest")),
+        "{alert}"
+    );
     // Repeats: one report when the window closed (here: at shutdown); the
     // first report and the repeats add up to the three connections.
     let total: u64 = unauthorized(&events)
@@ -331,7 +441,11 @@ fn learn_lint_monitor_then_lateral_moves_alert_once() {
     // The alerts file has exactly what stdout had.
     let on_stdout: Vec<&Value> = events
         .iter()
-        .filter(|e| e["event"].as_str().is_some_and(|k| k.starts_with("eastwatch.alert.")))
+        .filter(|e| {
+            e["event"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("eastwatch.alert."))
+        })
         .collect();
     let in_file = lines_of(&alerts_file);
     assert_eq!(in_file.len(), on_stdout.len());
@@ -389,7 +503,10 @@ fn hot_reload_of_a_merged_baseline_and_a_broken_one() {
     let [wa_out, wa_in] = tiers.edges(WEB, APP, 8080, false);
     let base = baseline_yaml(
         "shop",
-        &[edge_yaml(&wa_out.0, &wa_out.1, "8080/tcp"), edge_yaml(&wa_in.0, &wa_in.1, "8080/tcp")],
+        &[
+            edge_yaml(&wa_out.0, &wa_out.1, "8080/tcp"),
+            edge_yaml(&wa_in.0, &wa_in.1, "8080/tcp"),
+        ],
     );
     configmap_update(&volume, "v1", &[("baseline.yaml", &base)]);
     let baseline = volume.join("baseline.yaml");
@@ -405,41 +522,81 @@ fn hot_reload_of_a_merged_baseline_and_a_broken_one() {
     let x = tiers.edges(WEB, DB, 5432, false);
     tiers.connect(WEB, &format!("{}:5432", Lan::v4(DB)), 1);
     let before = wait_alert(&mut monitor, &x[0]);
-    let v1_digest = before["baseline_digest"].as_str().expect("digest").to_owned();
+    let v1_digest = before["baseline_digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
 
     // Approve it: merge the approval into the reviewed baseline, ship the
     // merge as the next ConfigMap version.
     let approval = dir.join("approval.yaml");
     std::fs::write(
         &approval,
-        baseline_yaml("approval", &[edge_yaml(&x[0].0, &x[0].1, "5432/tcp"), edge_yaml(&x[1].0, &x[1].1, "5432/tcp")]),
+        baseline_yaml(
+            "approval",
+            &[
+                edge_yaml(&x[0].0, &x[0].1, "5432/tcp"),
+                edge_yaml(&x[1].0, &x[1].1, "5432/tcp"),
+            ],
+        ),
     )
     .expect("write");
     let base_file = dir.join("base.yaml");
     std::fs::write(&base_file, &base).expect("write");
     let merged = dir.join("merged.yaml");
     let out = eastwatch(&[
-        "baseline", "merge", base_file.to_str().expect("path"), approval.to_str().expect("path"),
-        "--out", merged.to_str().expect("path"),
+        "baseline",
+        "merge",
+        base_file.to_str().expect("path"),
+        approval.to_str().expect("path"),
+        "--out",
+        merged.to_str().expect("path"),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let merged_text = std::fs::read_to_string(&merged).expect("merged");
-    let diff = eastwatch(&["baseline", "diff", base_file.to_str().expect("path"), merged.to_str().expect("path"), "--format", "json"]);
+    let diff = eastwatch(&[
+        "baseline",
+        "diff",
+        base_file.to_str().expect("path"),
+        merged.to_str().expect("path"),
+        "--format",
+        "json",
+    ]);
     let diff: Value = serde_json::from_slice(&diff.stdout).expect("diff JSON");
     assert_eq!(diff["added"].as_array().map(Vec::len), Some(2), "{diff}");
     assert_eq!(diff["removed"].as_array().map(Vec::len), Some(0), "{diff}");
     configmap_update(&volume, "v2", &[("baseline.yaml", &merged_text)]);
     let applied = monitor
-        .wait_for(Duration::from_secs(20), |e| e["verdict"] == "baseline-applied")
+        .wait_for(Duration::from_secs(20), |e| {
+            e["verdict"] == "baseline-applied"
+        })
         .unwrap_or_else(|| panic!("merged baseline never applied:\n{}", monitor.stderr_text()));
     assert_eq!(applied["event"], "eastwatch.alert.agent_health");
-    let v2_digest = applied["baseline_digest"].as_str().expect("digest").to_owned();
+    let v2_digest = applied["baseline_digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
     assert_ne!(v1_digest, v2_digest);
 
     // The approved edge is silent now; an unapproved one still alerts.
     tiers.connect(WEB, &format!("{}:5432", Lan::v4(DB)), 1);
     let y = (tiers.cgroup(WEB), format!("external:{}", Lan::v4(DB)), 6379);
-    tiers.run(WEB, &["tcp-sweep", "--to", &Lan::v4(DB), "--first", "6379", "--last", "6379"]);
+    tiers.run(
+        WEB,
+        &[
+            "tcp-sweep",
+            "--to",
+            &Lan::v4(DB),
+            "--first",
+            "6379",
+            "--last",
+            "6379",
+        ],
+    );
     let y_alert = wait_alert(&mut monitor, &y);
     assert_eq!(y_alert["baseline_digest"], v2_digest.as_str());
 
@@ -448,14 +605,30 @@ fn hot_reload_of_a_merged_baseline_and_a_broken_one() {
     let broken = merged_text.replace("5432/tcp", "5432/sctp");
     configmap_update(&volume, "v3", &[("baseline.yaml", &broken)]);
     let rejected = monitor
-        .wait_for(Duration::from_secs(20), |e| e["verdict"] == "baseline-rejected")
+        .wait_for(Duration::from_secs(20), |e| {
+            e["verdict"] == "baseline-rejected"
+        })
         .unwrap_or_else(|| panic!("broken baseline not rejected:\n{}", monitor.stderr_text()));
     let errors = rejected["details"]["errors"].as_str().unwrap_or_default();
-    assert!(errors.contains("baseline.yaml:") && errors.contains("protocol \"sctp\""), "{errors}");
+    assert!(
+        errors.contains("baseline.yaml:") && errors.contains("protocol \"sctp\""),
+        "{errors}"
+    );
     assert_eq!(rejected["baseline_digest"], v2_digest.as_str());
     tiers.connect(WEB, &format!("{}:5432", Lan::v4(DB)), 1);
     let z = (tiers.cgroup(WEB), format!("external:{}", Lan::v4(DB)), 7000);
-    tiers.run(WEB, &["tcp-sweep", "--to", &Lan::v4(DB), "--first", "7000", "--last", "7000"]);
+    tiers.run(
+        WEB,
+        &[
+            "tcp-sweep",
+            "--to",
+            &Lan::v4(DB),
+            "--first",
+            "7000",
+            "--last",
+            "7000",
+        ],
+    );
     let z_alert = wait_alert(&mut monitor, &z);
     assert_eq!(z_alert["baseline_digest"], v2_digest.as_str());
     let events = monitor.stop().all;
@@ -470,7 +643,10 @@ fn hot_reload_of_a_merged_baseline_and_a_broken_one() {
         .filter(|e| e["event"] == "eastwatch.alert.unauthorized_flow")
         .filter(|e| x.contains(&alert_edge(e)))
         .collect();
-    assert!(after.is_empty(), "approved edge alerted after reload: {after:#?}");
+    assert!(
+        after.is_empty(),
+        "approved edge alerted after reload: {after:#?}"
+    );
     assert_eq!(first_alerts(&events, &y).len(), 1);
     assert_eq!(first_alerts(&events, &z).len(), 1);
 }

@@ -63,13 +63,9 @@ fn main() -> anyhow::Result<()> {
             }
             test(&root, filter.as_deref())
         }
-        Task::Bench => run(cargo(&root).args([
-            "bench",
-            "--package",
-            "eastwatch",
-            "--bench",
-            "matcher",
-        ])),
+        Task::Bench => {
+            run(cargo(&root).args(["bench", "--package", "eastwatch", "--bench", "matcher"]))
+        }
         Task::Observe { args } => {
             let binary = build_release(&root)?;
             run(Command::new(binary).arg("observe").args(args))

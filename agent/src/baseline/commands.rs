@@ -22,9 +22,9 @@ use super::{
 };
 use crate::{
     alert::Mode,
+    baseline::config::Scopes,
     cli::{SensorArgs, duration},
     identity::HostResolver,
-    baseline::config::Scopes,
 };
 
 #[derive(Debug, Args)]
@@ -229,7 +229,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         baseline: agent.baseline.clone(),
         judge: JudgeConfig {
             window: agent.window.unwrap_or(defaults.window),
-            fan_out_threshold: agent.fan_out_threshold.unwrap_or(defaults.fan_out_threshold),
+            fan_out_threshold: agent
+                .fan_out_threshold
+                .unwrap_or(defaults.fan_out_threshold),
             node: node_name(),
         },
         alerts_file: agent.alerts_file.clone(),
@@ -322,8 +324,12 @@ pub fn tool(args: BaselineArgs) -> anyhow::Result<ExitCode> {
             format,
         } => {
             let baseline = load_valid(&file)?;
-            let range = validate::PortRange::parse(&port).map_err(|e| anyhow::anyhow!("--port: {e}"))?;
-            anyhow::ensure!(range.first == range.last, "--port names one port, e.g. 5432/tcp");
+            let range =
+                validate::PortRange::parse(&port).map_err(|e| anyhow::anyhow!("--port: {e}"))?;
+            anyhow::ensure!(
+                range.first == range.last,
+                "--port names one port, e.g. 5432/tcp"
+            );
             let edge = ObservedEdge {
                 from: tools::parse_identity(&from).map_err(|e| anyhow::anyhow!("--from: {e}"))?,
                 to: tools::parse_identity(&to).map_err(|e| anyhow::anyhow!("--to: {e}"))?,
@@ -365,4 +371,3 @@ pub fn tool(args: BaselineArgs) -> anyhow::Result<ExitCode> {
         }
     }
 }
-

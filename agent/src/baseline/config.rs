@@ -158,7 +158,10 @@ fn check(doc: AgentConfigDoc, path: &Path) -> Result<AgentConfig, Rejected> {
         errors.push(Diagnostic::error(
             &file,
             doc.api_version.at,
-            format!("apiVersion {:?} is not {API_VERSION}", doc.api_version.value),
+            format!(
+                "apiVersion {:?} is not {API_VERSION}",
+                doc.api_version.value
+            ),
         ));
     }
     if doc.kind.value != CONFIG_KIND {
@@ -186,7 +189,10 @@ fn check(doc: AgentConfigDoc, path: &Path) -> Result<AgentConfig, Rejected> {
                 errors.push(Diagnostic::error(
                     &file,
                     text.at,
-                    format!("monitor.window {:?} is not a duration such as 10m", text.value),
+                    format!(
+                        "monitor.window {:?} is not a duration such as 10m",
+                        text.value
+                    ),
                 ));
                 None
             }

@@ -220,13 +220,15 @@ impl Judge {
 
     fn close(&mut self, now: SystemTime, all: bool) -> Vec<Alert> {
         let window = self.config.window;
-        let over = |opened: SystemTime| all || now.duration_since(opened).unwrap_or_default() >= window;
+        let over =
+            |opened: SystemTime| all || now.duration_since(opened).unwrap_or_default() >= window;
         let mut reports = Vec::new();
         self.edges.retain(|_, w| {
             if !over(w.opened) {
                 return true;
             }
-            if let (Some(alert), Some(first), Some(last)) = (&w.alert, w.first_repeat, w.last_repeat)
+            if let (Some(alert), Some(first), Some(last)) =
+                (&w.alert, w.first_repeat, w.last_repeat)
             {
                 reports.push(repeat_report(alert, w.repeats, first, last, now));
             }
@@ -413,15 +415,16 @@ pub fn technique_for(edge: &ObservedEdge, destination: IpAddr) -> (Technique, Se
     }
     let remote_service = |id: &str, name: &str| (technique(id, name), Severity::High);
     match (tcp, edge.port) {
-        (true, 10250 | 10255 | 6443) => remote_service(
-            "T1552.007",
-            "Unsecured Credentials: Container API",
-        ),
+        (true, 10250 | 10255 | 6443) => {
+            remote_service("T1552.007", "Unsecured Credentials: Container API")
+        }
         (true, 22) => remote_service("T1021.004", "Remote Services: SSH"),
         (true, 3389) | (false, 3389) => {
             remote_service("T1021.001", "Remote Services: Remote Desktop Protocol")
         }
-        (true, 5985 | 5986) => remote_service("T1021.006", "Remote Services: Windows Remote Management"),
+        (true, 5985 | 5986) => {
+            remote_service("T1021.006", "Remote Services: Windows Remote Management")
+        }
         (true, 5900..=5903) => remote_service("T1021.005", "Remote Services: VNC"),
         (true, 445) => remote_service("T1021.002", "Remote Services: SMB/Windows Admin Shares"),
         _ => (
@@ -430,4 +433,3 @@ pub fn technique_for(edge: &ObservedEdge, destination: IpAddr) -> (Technique, Se
         ),
     }
 }
-

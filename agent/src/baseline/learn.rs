@@ -22,6 +22,9 @@ use crate::{
     identity::{ResolvedFlow, model::Identity},
 };
 
+/// Client, server and the ports between them.
+type Ends = (Identity, Identity, BTreeSet<(Transport, u16)>);
+
 /// Samples kept per edge and end.
 const SAMPLES: usize = 5;
 
@@ -143,11 +146,17 @@ impl Learner {
         };
         sample(
             &mut evidence.from_pods,
-            from_end.pod.as_ref().map(|p| format!("{}/{}", p.namespace, p.name)),
+            from_end
+                .pod
+                .as_ref()
+                .map(|p| format!("{}/{}", p.namespace, p.name)),
         );
         sample(
             &mut evidence.to_pods,
-            to_end.pod.as_ref().map(|p| format!("{}/{}", p.namespace, p.name)),
+            to_end
+                .pod
+                .as_ref()
+                .map(|p| format!("{}/{}", p.namespace, p.name)),
         );
         let process = flow.flow.process.as_ref().map(|p| p.name.clone());
         if egress {
@@ -173,8 +182,7 @@ impl Learner {
     /// seen, sorted; no timestamps, no counts, so two runs that saw the
     /// same paths write the same bytes.
     pub fn baseline(&self, name: &str) -> BaselineDoc {
-        let mut grouped: BTreeMap<(String, String), (Identity, Identity, BTreeSet<(Transport, u16)>)> =
-            BTreeMap::new();
+        let mut grouped: BTreeMap<(String, String), Ends> = BTreeMap::new();
         for edge in self.edges.keys() {
             let entry = grouped
                 .entry((edge.from.canonical(), edge.to.canonical()))

@@ -2,12 +2,7 @@
 //! cgroup subtree or network their ends name, so judging a flow looks at
 //! a handful of candidate rules, never at all of them.
 
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    sync::Arc,
-    time::SystemTime,
-};
+use std::{collections::HashMap, net::IpAddr, sync::Arc, time::SystemTime};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
@@ -16,11 +11,11 @@ use super::{
     selector::{IndexKey, cgroup_tree_key, namespace_key},
     validate::{Baseline, Rule},
 };
+use crate::flow::Direction;
 use crate::{
     flow::Transport,
     identity::{ResolvedFlow, model::Identity},
 };
-use crate::flow::Direction;
 
 /// A lateral edge as observed: client, server, service port, transport.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -114,9 +109,7 @@ impl Matcher {
                 };
                 match key {
                     IndexKey::Broad => BROAD,
-                    IndexKey::Exact(text) => {
-                        *matcher.keys.entry(text).or_insert_with(&mut fresh)
-                    }
+                    IndexKey::Exact(text) => *matcher.keys.entry(text).or_insert_with(&mut fresh),
                     IndexKey::Cidr(IpNet::V4(net)) => match matcher.v4.get(&net) {
                         Some(id) => *id,
                         None => {
@@ -143,7 +136,11 @@ impl Matcher {
                 .or_default()
                 .push(position as u32);
             if from != BROAD {
-                matcher.by_from.entry(from).or_default().push(position as u32);
+                matcher
+                    .by_from
+                    .entry(from)
+                    .or_default()
+                    .push(position as u32);
             }
             if to != BROAD {
                 matcher.by_to.entry(to).or_default().push(position as u32);
@@ -169,7 +166,10 @@ impl Matcher {
         for position in candidates {
             let rule = &self.baseline.rules[*position as usize];
             let reasons = mismatches(rule, edge, now);
-            if best.as_ref().is_none_or(|(n, r, _)| (reasons.len(), rule.index) < (*n, r.index)) {
+            if best
+                .as_ref()
+                .is_none_or(|(n, r, _)| (reasons.len(), rule.index) < (*n, r.index))
+            {
                 best = Some((reasons.len(), rule, reasons));
             }
         }
@@ -201,16 +201,8 @@ impl Matcher {
                 }
             }
             Identity::External { address } => match address.to_canonical() {
-                IpAddr::V4(ip) => out.extend(
-                    self.v4
-                        .cover_values(&Ipv4Net::from(ip))
-                        .copied(),
-                ),
-                IpAddr::V6(ip) => out.extend(
-                    self.v6
-                        .cover_values(&Ipv6Net::from(ip))
-                        .copied(),
-                ),
+                IpAddr::V4(ip) => out.extend(self.v4.cover_values(&Ipv4Net::from(ip)).copied()),
+                IpAddr::V6(ip) => out.extend(self.v6.cover_values(&Ipv6Net::from(ip)).copied()),
             },
             Identity::Unknown { .. } => {}
             _ => exact(&identity.canonical()),

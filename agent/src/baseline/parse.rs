@@ -12,13 +12,10 @@ use super::{diag::Diagnostic, format::Pos};
 pub fn from_str<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, Vec<Diagnostic>> {
     let options = serde_saphyr::options! { with_snippet: false };
     serde_saphyr::from_str_with_options::<T>(text, options).map_err(|err| {
-        let at = err
-            .location()
-            .filter(|l| l.line() > 0)
-            .map(|l| Pos {
-                line: l.line(),
-                column: l.column(),
-            });
+        let at = err.location().filter(|l| l.line() > 0).map(|l| Pos {
+            line: l.line(),
+            column: l.column(),
+        });
         vec![Diagnostic::error(file, at, message_of(&err))]
     })
 }
@@ -26,8 +23,13 @@ pub fn from_str<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, Vec<Di
 /// Reads and deserializes a file.
 pub fn read<T: DeserializeOwned>(path: &Path) -> Result<(T, String), Vec<Diagnostic>> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| vec![Diagnostic::error(&file, None, format!("cannot read: {err}"))])?;
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        vec![Diagnostic::error(
+            &file,
+            None,
+            format!("cannot read: {err}"),
+        )]
+    })?;
     let value = from_str(&text, &file)?;
     Ok((value, text))
 }

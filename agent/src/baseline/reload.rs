@@ -31,7 +31,10 @@ pub fn watch(files: &[&Path]) -> anyhow::Result<FileWatch> {
     for file in files {
         // The link's directory (ConfigMap swaps happen there) and the
         // target's (a link to a file elsewhere).
-        for path in [file.to_path_buf(), std::fs::canonicalize(file).unwrap_or_default()] {
+        for path in [
+            file.to_path_buf(),
+            std::fs::canonicalize(file).unwrap_or_default(),
+        ] {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 dirs.insert(dir.to_path_buf());
             } else if !path.as_os_str().is_empty() {

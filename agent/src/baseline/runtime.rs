@@ -201,7 +201,10 @@ impl Engine {
                         judge.set_config(self.judge_config.clone());
                     }
                     if let Some(baseline) = config.baseline
-                        && self.baseline_file.as_ref().is_none_or(|b| b.path != baseline)
+                        && self
+                            .baseline_file
+                            .as_ref()
+                            .is_none_or(|b| b.path != baseline)
                     {
                         self.baseline_file = Some(Contents::new(baseline));
                     }
@@ -240,7 +243,11 @@ impl Engine {
         let path = contents.path.clone();
         match validate::load(&path, now) {
             Ok((baseline, warnings)) => {
-                if self.judge.as_ref().is_some_and(|j| j.digest() == baseline.digest) {
+                if self
+                    .judge
+                    .as_ref()
+                    .is_some_and(|j| j.digest() == baseline.digest)
+                {
                     return;
                 }
                 let digest = baseline.digest.clone();
@@ -329,8 +336,8 @@ fn learned_line(edge: &ObservedEdge) -> Value {
 
 /// Loads the first baseline; errors name every problem with its position.
 pub fn initial_baseline(path: &std::path::Path) -> anyhow::Result<Baseline> {
-    let (baseline, warnings) =
-        validate::load(path, SystemTime::now()).map_err(|rejected| anyhow::anyhow!("{rejected}"))?;
+    let (baseline, warnings) = validate::load(path, SystemTime::now())
+        .map_err(|rejected| anyhow::anyhow!("{rejected}"))?;
     for warning in warnings {
         warn!("{warning}");
     }
@@ -475,4 +482,3 @@ pub async fn run(setup: RunSetup, resolver: Box<dyn Resolve + Send>) -> anyhow::
     }));
     Ok(())
 }
-

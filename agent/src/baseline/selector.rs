@@ -202,8 +202,7 @@ impl SelectorMatcher {
                     "container {container:?} must be <runtime>/<name>, e.g. docker/redis"
                 ));
             };
-            if !["containerd", "crio", "docker", "podman"].contains(&runtime) || name.is_empty()
-            {
+            if !["containerd", "crio", "docker", "podman"].contains(&runtime) || name.is_empty() {
                 return Err(format!(
                     "container runtime {runtime:?} is not one of containerd, crio, docker, podman"
                 ));
@@ -230,9 +229,12 @@ impl SelectorMatcher {
             Self::Node(Pattern::Exact(name)) => IndexKey::Exact(format!("node:{name}")),
             Self::Node(Pattern::Any) => IndexKey::Broad,
             Self::Workload(w) => match (&w.namespace, &w.kind, &w.name) {
-                (Pattern::Exact(ns), Some(kind), Some(Pattern::Exact(name))) => IndexKey::Exact(
-                    format!("workload:{ns}/{}/{name}", kind.as_str().to_ascii_lowercase()),
-                ),
+                (Pattern::Exact(ns), Some(kind), Some(Pattern::Exact(name))) => {
+                    IndexKey::Exact(format!(
+                        "workload:{ns}/{}/{name}",
+                        kind.as_str().to_ascii_lowercase()
+                    ))
+                }
                 (Pattern::Exact(ns), _, _) => IndexKey::Exact(namespace_key(ns)),
                 (Pattern::Any, _, _) => IndexKey::Broad,
             },
@@ -410,7 +412,9 @@ fn workload(selector: &Selector) -> Result<WorkloadMatcher, String> {
         trust_domain = Some(td);
     }
     let Some(namespace) = namespace else {
-        return Err("workload fields need a namespace (write namespace: \"*\" for every namespace)".into());
+        return Err(
+            "workload fields need a namespace (write namespace: \"*\" for every namespace)".into(),
+        );
     };
     whole_wildcard("namespace", &namespace)?;
     let (kind, name) = match &selector.workload {
@@ -449,7 +453,9 @@ fn workload(selector: &Selector) -> Result<WorkloadMatcher, String> {
 
 fn parse_spiffe(id: &str) -> Result<(String, String, String), String> {
     let bad = || {
-        format!("spiffeId {id:?} is not spiffe://<trust domain>/ns/<namespace>/sa/<service account>")
+        format!(
+            "spiffeId {id:?} is not spiffe://<trust domain>/ns/<namespace>/sa/<service account>"
+        )
     };
     let rest = id.strip_prefix("spiffe://").ok_or_else(bad)?;
     let parts: Vec<&str> = rest.split('/').collect();
@@ -466,9 +472,7 @@ fn parse_spiffe(id: &str) -> Result<(String, String, String), String> {
 
 fn check_labels(labels: &LabelSelector) -> Result<(), String> {
     if labels.match_labels.is_empty() && labels.match_expressions.is_empty() {
-        return Err(
-            "empty label selector matches every workload; remove it or name labels".into(),
-        );
+        return Err("empty label selector matches every workload; remove it or name labels".into());
     }
     for key in labels
         .match_labels
@@ -573,7 +577,11 @@ mod tests {
         let tier = workload(&[("tier", "front")]);
         let bare = workload(&[]);
         let cases = [
-            (expr("tier", LabelOperator::In, &["front", "mid"]), true, false),
+            (
+                expr("tier", LabelOperator::In, &["front", "mid"]),
+                true,
+                false,
+            ),
             (expr("tier", LabelOperator::NotIn, &["back"]), true, true),
             (expr("tier", LabelOperator::NotIn, &["front"]), false, true),
             (expr("tier", LabelOperator::Exists, &[]), true, false),

@@ -6,7 +6,9 @@ use std::{path::PathBuf, time::SystemTime};
 use super::{diag::Diagnostic, validate};
 
 fn testdata(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/baseline").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/baseline")
+        .join(name)
 }
 
 /// Lint output as `eastwatch baseline lint` prints it, with the file named
@@ -77,7 +79,13 @@ mod behaviour {
     }
 
     /// A flow owned by cgroup `/tier/<owner>` with `remote` on `port`.
-    fn flow(direction: Direction, owner: &str, remote: &str, port: u16, transport: Transport) -> ResolvedFlow {
+    fn flow(
+        direction: Direction,
+        owner: &str,
+        remote: &str,
+        port: u16,
+        transport: Transport,
+    ) -> ResolvedFlow {
         let remote_ip: IpAddr = remote.parse().expect("ip");
         let local_ip: IpAddr = if remote_ip.is_ipv4() {
             "10.9.9.9".parse().expect("ip")
@@ -140,7 +148,8 @@ mod behaviour {
 
     #[test]
     fn the_checked_in_schema_is_current() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/baseline.schema.json");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/baseline.schema.json");
         let shipped = std::fs::read_to_string(&path).unwrap_or_default();
         assert_eq!(
             shipped,
@@ -173,16 +182,30 @@ mod behaviour {
         assert!(!ya.contains("180000") && !ya.contains("count"), "{ya}");
         // Two ports between the same ends are one edge.
         assert_eq!(a.baseline("x").spec.edges.len(), 3, "{ya}");
-        assert!(ya.contains("- 8080/tcp\n") && ya.contains("- 8443/tcp\n"), "{ya}");
+        assert!(
+            ya.contains("- 8080/tcp\n") && ya.contains("- 8443/tcp\n"),
+            "{ya}"
+        );
     }
 
     #[test]
     fn checkpoints_resume_and_convergence_counts_from_the_last_new_edge() {
         let mut learner = Learner::new(t0());
         let web_app = flow(Direction::Egress, "web", "10.0.0.2", 8080, Transport::Tcp);
-        assert!(learner.observe(&web_app, 1, t0() + Duration::from_secs(10)).is_some());
-        assert!(learner.observe(&web_app, 3, t0() + Duration::from_secs(20)).is_none());
-        assert_eq!(learner.converged_for(t0() + Duration::from_secs(70)), Duration::from_secs(60));
+        assert!(
+            learner
+                .observe(&web_app, 1, t0() + Duration::from_secs(10))
+                .is_some()
+        );
+        assert!(
+            learner
+                .observe(&web_app, 3, t0() + Duration::from_secs(20))
+                .is_none()
+        );
+        assert_eq!(
+            learner.converged_for(t0() + Duration::from_secs(70)),
+            Duration::from_secs(60)
+        );
         let text = serde_json::to_string(&learner.checkpoint()).expect("json");
         let resumed = Learner::resume(serde_json::from_str(&text).expect("parse"));
         assert_eq!(resumed.checkpoint(), learner.checkpoint());
@@ -193,8 +216,20 @@ mod behaviour {
 
     #[test]
     fn an_edge_alerts_once_per_window_and_repeats_are_reported_at_its_end() {
-        let baseline = learned(&[flow(Direction::Egress, "web", "10.0.0.2", 8080, Transport::Tcp)]);
-        let mut judge = judge_with(baseline, JudgeConfig { window: Duration::from_secs(60), ..JudgeConfig::default() });
+        let baseline = learned(&[flow(
+            Direction::Egress,
+            "web",
+            "10.0.0.2",
+            8080,
+            Transport::Tcp,
+        )]);
+        let mut judge = judge_with(
+            baseline,
+            JudgeConfig {
+                window: Duration::from_secs(60),
+                ..JudgeConfig::default()
+            },
+        );
         let allowed = flow(Direction::Egress, "web", "10.0.0.2", 8080, Transport::Tcp);
         assert!(judge.judge(&allowed, 1, t0()).is_empty());
         let lateral = flow(Direction::Egress, "web", "10.0.0.3", 5432, Transport::Tcp);
@@ -202,20 +237,38 @@ mod behaviour {
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].verdict.as_deref(), Some("unauthorized"));
         for i in 1..=4 {
-            assert!(judge.judge(&lateral, 2, t0() + Duration::from_secs(i)).is_empty());
+            assert!(
+                judge
+                    .judge(&lateral, 2, t0() + Duration::from_secs(i))
+                    .is_empty()
+            );
         }
-        assert!(judge.tick(t0() + Duration::from_secs(30)).is_empty(), "window still open");
+        assert!(
+            judge.tick(t0() + Duration::from_secs(30)).is_empty(),
+            "window still open"
+        );
         let reports = judge.tick(t0() + Duration::from_secs(61));
         assert_eq!(reports.len(), 1);
         assert_eq!(reports[0].details["report"], "repeat");
         assert_eq!(reports[0].flow.as_ref().map(|f| f.count), Some(8));
         // A new window: the edge alerts again.
-        assert_eq!(judge.judge(&lateral, 1, t0() + Duration::from_secs(62)).len(), 1);
+        assert_eq!(
+            judge
+                .judge(&lateral, 1, t0() + Duration::from_secs(62))
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn techniques_follow_the_destination() {
-        let baseline = learned(&[flow(Direction::Egress, "web", "10.0.0.2", 8080, Transport::Tcp)]);
+        let baseline = learned(&[flow(
+            Direction::Egress,
+            "web",
+            "10.0.0.2",
+            8080,
+            Transport::Tcp,
+        )]);
         let mut judge = judge_with(baseline, JudgeConfig::default());
         let cases = [
             ("10.0.0.5", 22, "T1021.004", "high"),
@@ -230,30 +283,70 @@ mod behaviour {
         ];
         for (i, (ip, port, id, severity)) in cases.iter().enumerate() {
             // A different source each time: no fan-out.
-            let f = flow(Direction::Egress, &format!("w{i}"), ip, *port, Transport::Tcp);
+            let f = flow(
+                Direction::Egress,
+                &format!("w{i}"),
+                ip,
+                *port,
+                Transport::Tcp,
+            );
             let alerts = judge.judge(&f, 1, t0());
             assert_eq!(alerts.len(), 1, "{ip}:{port}");
             let a = &alerts[0];
-            assert_eq!(a.technique.as_ref().map(|t| t.id.as_str()), Some(*id), "{ip}:{port}");
-            assert_eq!(serde_json::to_value(a.severity).expect("json"), *severity, "{ip}:{port}");
+            assert_eq!(
+                a.technique.as_ref().map(|t| t.id.as_str()),
+                Some(*id),
+                "{ip}:{port}"
+            );
+            assert_eq!(
+                serde_json::to_value(a.severity).expect("json"),
+                *severity,
+                "{ip}:{port}"
+            );
         }
     }
 
     #[test]
     fn a_fan_out_becomes_one_scan_alert() {
-        let baseline = learned(&[flow(Direction::Egress, "web", "10.0.0.2", 8080, Transport::Tcp)]);
-        let mut judge = judge_with(baseline, JudgeConfig { fan_out_threshold: 4, ..JudgeConfig::default() });
+        let baseline = learned(&[flow(
+            Direction::Egress,
+            "web",
+            "10.0.0.2",
+            8080,
+            Transport::Tcp,
+        )]);
+        let mut judge = judge_with(
+            baseline,
+            JudgeConfig {
+                fan_out_threshold: 4,
+                ..JudgeConfig::default()
+            },
+        );
         let mut alerts = Vec::new();
         for port in 1000..1050 {
-            alerts.extend(judge.judge(&flow(Direction::Egress, "web", "10.0.0.3", port, Transport::Tcp), 1, t0()));
+            alerts.extend(judge.judge(
+                &flow(Direction::Egress, "web", "10.0.0.3", port, Transport::Tcp),
+                1,
+                t0(),
+            ));
         }
-        let scans: Vec<_> = alerts.iter().filter(|a| a.details["report"] == "scan").collect();
+        let scans: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.details["report"] == "scan")
+            .collect();
         assert_eq!(scans.len(), 1);
-        assert_eq!(scans[0].technique.as_ref().map(|t| t.id.as_str()), Some("T1046"));
+        assert_eq!(
+            scans[0].technique.as_ref().map(|t| t.id.as_str()),
+            Some("T1046")
+        );
         assert_eq!(alerts.len(), 4, "three first reports, then the scan");
         let end = judge.finish(t0());
         assert_eq!(end.len(), 1);
-        assert_eq!(end[0].flow.as_ref().map(|f| f.count), Some(46), "the folded ports");
+        assert_eq!(
+            end[0].flow.as_ref().map(|f| f.count),
+            Some(46),
+            "the folded ports"
+        );
     }
 
     #[test]
@@ -261,7 +354,13 @@ mod behaviour {
         let text = "apiVersion: eastwatch.io/v1\nkind: Baseline\nmetadata: {name: x}\nspec:\n  edges:\n    - from: {cgroup: /tier/web}\n      to: {cidr: 10.0.0.0/24}\n      ports: [\"80/tcp\"]\n      expires: 2027-01-01\n";
         let (baseline, _) = validate::from_str(text, "x.yaml", t0()).expect("valid");
         let matcher = Matcher::new(Arc::new(baseline.clone()));
-        let edge = ObservedEdge::of(&flow(Direction::Egress, "web", "10.0.0.7", 80, Transport::Tcp));
+        let edge = ObservedEdge::of(&flow(
+            Direction::Egress,
+            "web",
+            "10.0.0.7",
+            80,
+            Transport::Tcp,
+        ));
         let before = validate::parse_expiry("2026-12-31").expect("date");
         let after = validate::parse_expiry("2027-01-02").expect("date");
         assert_eq!(matcher.judge(&edge, before), Verdict::Allowed(0));
@@ -272,7 +371,14 @@ mod behaviour {
 
     #[test]
     fn merge_is_order_independent_and_diff_sees_the_change() {
-        let a = learned(&[flow(Direction::Egress, "web", "10.0.0.2", 8080, Transport::Tcp)]).doc;
+        let a = learned(&[flow(
+            Direction::Egress,
+            "web",
+            "10.0.0.2",
+            8080,
+            Transport::Tcp,
+        )])
+        .doc;
         let b = learned(&[
             flow(Direction::Egress, "web", "10.0.0.2", 9090, Transport::Tcp),
             flow(Direction::Egress, "app", "10.0.0.3", 5432, Transport::Tcp),
@@ -293,13 +399,19 @@ mod behaviour {
         (
             prop::bool::ANY,
             prop::sample::select(vec!["web", "app", "db", "batch"]),
-            prop::sample::select(vec!["10.0.0.1", "10.0.0.2", "10.0.1.9", "fd00::1", "fd00::2"]),
+            prop::sample::select(vec![
+                "10.0.0.1", "10.0.0.2", "10.0.1.9", "fd00::1", "fd00::2",
+            ]),
             prop::sample::select(vec![22u16, 53, 80, 443, 5432, 8080]),
             prop::bool::ANY,
         )
             .prop_map(|(egress, owner, remote, port, tcp)| {
                 flow(
-                    if egress { Direction::Egress } else { Direction::Ingress },
+                    if egress {
+                        Direction::Egress
+                    } else {
+                        Direction::Ingress
+                    },
                     owner,
                     remote,
                     port,

@@ -22,7 +22,11 @@ use crate::{
 
 /// Ports in their natural order (transport, then number).
 fn sorted_ports(ports: impl IntoIterator<Item = String>) -> Vec<String> {
-    let mut ports: Vec<String> = ports.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+    let mut ports: Vec<String> = ports
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     ports.sort_by_key(|p| PortRange::parse(p).ok());
     ports
 }
@@ -78,10 +82,12 @@ fn pairs(doc: &BaselineDoc) -> BTreeMap<(Selector, Selector), Pair> {
                 owner: BTreeSet::new(),
                 expires: BTreeSet::new(),
             });
-        pair.ports.extend(edge.ports.iter().map(|p| p.value.clone()));
+        pair.ports
+            .extend(edge.ports.iter().map(|p| p.value.clone()));
         pair.reason.extend(edge.reason.clone());
         pair.owner.extend(edge.owner.clone());
-        pair.expires.extend(edge.expires.as_ref().map(|e| e.value.clone()));
+        pair.expires
+            .extend(edge.expires.as_ref().map(|e| e.value.clone()));
     }
     map
 }
@@ -165,7 +171,13 @@ pub fn diff_text(diff: &Diff) -> String {
 /// same reason, owner and expiry become one with all their ports; the
 /// result is sorted, so the order of the inputs does not matter.
 pub fn merge(docs: &[BaselineDoc], name: &str) -> BaselineDoc {
-    type Key = (Selector, Selector, Option<String>, Option<String>, Option<String>);
+    type Key = (
+        Selector,
+        Selector,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
     let mut edges: BTreeMap<Key, BTreeSet<String>> = BTreeMap::new();
     for doc in docs {
         for edge in &doc.spec.edges {
@@ -354,7 +366,11 @@ pub struct PrivilegeReport {
 
 fn named_identity(selector: &Selector) -> Option<Identity> {
     let text = if let (Some(ns), Some(w)) = (&selector.namespace, &selector.workload) {
-        format!("workload:{ns}/{}/{}", w.kind.as_deref()?.to_ascii_lowercase(), w.name)
+        format!(
+            "workload:{ns}/{}/{}",
+            w.kind.as_deref()?.to_ascii_lowercase(),
+            w.name
+        )
     } else if let Some(path) = &selector.cgroup {
         format!("cgroup:{path}")
     } else if let Some(unit) = &selector.systemd {
@@ -376,7 +392,11 @@ fn named_identity(selector: &Selector) -> Option<Identity> {
     parse_identity(&text).ok()
 }
 
-pub fn privilege_report(baseline: &Baseline, evidence: &Evidence, now: SystemTime) -> PrivilegeReport {
+pub fn privilege_report(
+    baseline: &Baseline,
+    evidence: &Evidence,
+    now: SystemTime,
+) -> PrivilegeReport {
     let observed: Vec<ObservedEdge> = evidence
         .edges
         .iter()

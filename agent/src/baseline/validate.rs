@@ -1,12 +1,7 @@
 //! From a parsed file to checked rules: every semantic error with its
 //! `file:line:col`, and lint warnings for rules a reviewer should look at.
 
-use std::{
-    collections::HashMap,
-    fmt,
-    path::Path,
-    time::SystemTime,
-};
+use std::{collections::HashMap, fmt, path::Path, time::SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -107,7 +102,10 @@ impl Rule {
     /// `edges[3] (line 12): cgroup:/a -> cidr:10.0.0.0/8 5432/tcp`.
     pub fn label(&self) -> String {
         let ports: Vec<String> = self.ports.iter().map(PortRange::to_string).collect();
-        let line = self.at.map(|p| format!(" (line {})", p.line)).unwrap_or_default();
+        let line = self
+            .at
+            .map(|p| format!(" (line {})", p.line))
+            .unwrap_or_default();
         format!(
             "edges[{}]{line}: {} -> {} {}",
             self.index,
@@ -230,7 +228,9 @@ pub fn check(
     }
     let mut rules = Vec::new();
     for (index, edge) in doc.spec.edges.iter().enumerate() {
-        let selector = |side: &Located<Selector>, name: &str, error: &mut dyn FnMut(Option<Pos>, String)| {
+        let selector = |side: &Located<Selector>,
+                        name: &str,
+                        error: &mut dyn FnMut(Option<Pos>, String)| {
             SelectorMatcher::compile(&side.value)
                 .map_err(|why| error(side.at.or(edge.at), format!("edges[{index}].{name}: {why}")))
                 .ok()
@@ -307,9 +307,10 @@ fn sensitive_target(rule: &Rule) -> Option<String> {
         return Some(format!("namespace {ns}"));
     }
     if let SelectorMatcher::Cidr(net) = &rule.to
-        && let Some(addr) = METADATA
-            .iter()
-            .find(|a| a.parse::<std::net::IpAddr>().is_ok_and(|ip| net.contains(&ip)))
+        && let Some(addr) = METADATA.iter().find(|a| {
+            a.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| net.contains(&ip))
+        })
     {
         return Some(format!("cloud metadata address {addr}"));
     }
@@ -347,12 +348,17 @@ fn lint(rules: &[Rule], file: &str, now: SystemTime) -> Vec<Diagnostic> {
             ));
         }
         if let SelectorMatcher::Workload(w) = &rule.to
-            && w.trust_domain.as_deref().is_some_and(|td| td != super::selector::TRUST_DOMAIN)
+            && w.trust_domain
+                .as_deref()
+                .is_some_and(|td| td != super::selector::TRUST_DOMAIN)
         {
             warnings.push(Diagnostic::warning(
                 file,
                 at,
-                format!("edges[{i}]: spiffeId is not in trust domain {}; it never matches", super::selector::TRUST_DOMAIN),
+                format!(
+                    "edges[{i}]: spiffeId is not in trust domain {}; it never matches",
+                    super::selector::TRUST_DOMAIN
+                ),
             ));
         }
         if rule.expired(now) {

@@ -203,10 +203,8 @@ fn main() -> anyhow::Result<()> {
         }
         Role::TcpSweep { to, first, last } => {
             for port in first..=last {
-                let _ = TcpStream::connect_timeout(
-                    &SocketAddr::new(to, port),
-                    Duration::from_secs(2),
-                );
+                let _ =
+                    TcpStream::connect_timeout(&SocketAddr::new(to, port), Duration::from_secs(2));
             }
             println!("done");
         }
