@@ -487,6 +487,11 @@ fn edge_yaml(from: &str, to: &str, port: &str) -> String {
 }
 
 fn baseline_yaml(name: &str, edges: &[String]) -> String {
+    if edges.is_empty() {
+        return format!(
+            "apiVersion: eastwatch.io/v1\nkind: Baseline\nmetadata:\n  name: {name}\nspec:\n  edges: []\n"
+        );
+    }
     format!(
         "apiVersion: eastwatch.io/v1\nkind: Baseline\nmetadata:\n  name: {name}\nspec:\n  edges:\n{}",
         edges.concat()
@@ -649,4 +654,113 @@ fn hot_reload_of_a_merged_baseline_and_a_broken_one() {
     );
     assert_eq!(first_alerts(&events, &y).len(), 1);
     assert_eq!(first_alerts(&events, &z).len(), 1);
+}
+
+#[test]
+fn per_scope_modes_learn_a_new_team_while_the_rest_is_monitored() {
+    let lan = Lan::new(2);
+    let team = TestCgroup::new("team");
+    let (mount, root) = eastwatch_tests::cgroup::cgroup2_mount();
+    let relative = format!(
+        "{}/svc",
+        team.path()
+            .trim_start_matches(root.trim_end_matches('/'))
+            .trim_start_matches('/')
+    );
+    let svc = TestCgroup::at(&mount, &root, &relative);
+    let srv = TestCgroup::new("legacy");
+    let mut server = Peer::spawn(
+        &srv,
+        Some(&lan.members[1]),
+        &["tcp-serve", "--listen", &format!("{}:8080", Lan::v4(1))],
+    );
+    server.ready();
+
+    let dir = TempDir::new("scopes");
+    std::fs::write(dir.join("baseline.yaml"), baseline_yaml("empty", &[])).expect("write");
+    let config = |learn_srv: bool| {
+        let mut scopes = format!(
+            "    - mode: learn\n      match: {{cgroup: \"{}/*\"}}\n",
+            team.path()
+        );
+        if learn_srv {
+            scopes.push_str(&format!(
+                "    - mode: learn\n      match: {{cgroup: {}}}\n",
+                srv.path()
+            ));
+        }
+        format!(
+            "apiVersion: eastwatch.io/v1\nkind: AgentConfig\nspec:\n  defaultMode: monitor\n  scopes:\n{scopes}  baseline: baseline.yaml\n  learn:\n    out: learned.yaml\n  monitor:\n    window: 10m\n"
+        )
+    };
+    let config_path = dir.join("agent.yaml");
+    std::fs::write(&config_path, config(false)).expect("write");
+    let mut agent = Agent::spawn(&[
+        "run",
+        "--config",
+        config_path.to_str().expect("path"),
+        "--count-interval",
+        "200ms",
+    ]);
+
+    Peer::spawn(
+        &svc,
+        Some(&lan.members[0]),
+        &["tcp-connect", "--to", &format!("{}:8080", Lan::v4(1))],
+    )
+    .finish();
+    let svc_id = format!("cgroup:{}", svc.path());
+    let srv_id = format!("cgroup:{}", srv.path());
+    // The team's end learns; the legacy server's end is judged.
+    let learned = agent.wait_for(Duration::from_secs(20), |e| {
+        e["event"] == "learned" && e["from"] == svc_id.as_str()
+    });
+    assert!(
+        learned.is_some(),
+        "team egress not learned:\n{}",
+        agent.stderr_text()
+    );
+    let ingress = (format!("external:{}", Lan::v4(0)), srv_id.clone(), 8080);
+    wait_alert(&mut agent, &ingress);
+
+    // Hand the legacy server to learn mode too, by editing the config in
+    // place (written next to it and renamed over it).
+    let tmp = dir.join("agent.yaml.new");
+    std::fs::write(&tmp, config(true)).expect("write");
+    std::fs::rename(&tmp, &config_path).expect("rename");
+    agent
+        .wait_for(Duration::from_secs(20), |e| {
+            e["verdict"] == "config-applied"
+        })
+        .unwrap_or_else(|| panic!("config never applied:\n{}", agent.stderr_text()));
+    Peer::spawn(
+        &svc,
+        Some(&lan.members[0]),
+        &["tcp-connect", "--to", &format!("{}:8080", Lan::v4(1))],
+    )
+    .finish();
+    let relearned = agent.wait_for(Duration::from_secs(20), |e| {
+        e["event"] == "learned" && e["to"] == srv_id.as_str()
+    });
+    assert!(
+        relearned.is_some(),
+        "legacy ingress not learned after reload:\n{}",
+        agent.stderr_text()
+    );
+    let events = agent.stop().all;
+
+    let from_team: Vec<_> = unauthorized(&events)
+        .into_iter()
+        .filter(|a| canonical(&a["source"]) == svc_id)
+        .collect();
+    assert!(
+        from_team.is_empty(),
+        "a learning scope alerted: {from_team:#?}"
+    );
+    assert_eq!(first_alerts(&events, &ingress).len(), 1);
+    let text = std::fs::read_to_string(dir.join("learned.yaml")).expect("learned");
+    assert!(
+        text.contains(svc.path()) && text.contains(srv.path()),
+        "{text}"
+    );
 }
