@@ -289,6 +289,26 @@ fn learn_lint_monitor_then_lateral_moves_alert_once() {
     assert_eq!(web_app["count"], 2, "{web_app}");
     assert_eq!(web_app["from_processes"][0], "eastwatch-peer");
     assert!(checkpoint.exists(), "checkpoint written");
+    // A restart with the same checkpoint resumes what was learned.
+    let resumed = Agent::spawn(&[
+        "learn",
+        "--out",
+        learned.to_str().expect("path"),
+        "--checkpoint",
+        checkpoint.to_str().expect("path"),
+    ]);
+    let resumed = resumed.stop();
+    let ready = resumed.of_kind("ready").next().expect("ready").clone();
+    assert!(
+        ready["learned_edges_resumed"].as_u64().unwrap_or(0) >= 4,
+        "{ready}"
+    );
+    let again = std::fs::read_to_string(&learned).expect("learned baseline");
+    for (from, _, _) in &normal {
+        if let Some(path) = from.strip_prefix("cgroup:") {
+            assert!(again.contains(path), "{path} kept after resume");
+        }
+    }
 
     // Monitor.
     let alerts_file = dir.join("alerts.jsonl");
