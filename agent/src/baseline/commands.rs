@@ -212,15 +212,14 @@ pub async fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let agent = config::load(&args.config).map_err(|rejected| anyhow::anyhow!("{rejected}"))?;
     let defaults = JudgeConfig::default();
-    let learn = match (&agent.learn_out, agent.scopes.any(Mode::Learn)) {
-        (Some(out), true) => Some(LearnFiles {
-            out: out.clone(),
-            evidence: agent.evidence.clone(),
-            checkpoint: agent.checkpoint.clone(),
-            name: "learned".into(),
-        }),
-        _ => None,
-    };
+    // Whenever outputs are configured: a config reload may add a learning
+    // scope.
+    let learn = agent.learn_out.as_ref().map(|out| LearnFiles {
+        out: out.clone(),
+        evidence: agent.evidence.clone(),
+        checkpoint: agent.checkpoint.clone(),
+        name: "learned".into(),
+    });
     let setup = RunSetup {
         command: "run",
         sensor: args.sensor.config(),

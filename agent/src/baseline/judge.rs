@@ -72,7 +72,14 @@ pub struct JudgeStats {
     pub alerts: u64,
     pub repeat_reports: u64,
     pub scan_alerts: u64,
+    /// Unauthorized edges not alerted because the window table was full
+    /// (a flood of distinct edges); each is counted here and logged.
+    pub over_capacity: u64,
 }
+
+/// Windows kept at most; past this, new unauthorized edges are counted in
+/// [`JudgeStats::over_capacity`] instead of alerted one by one.
+pub const MAX_WINDOWS: usize = 262_144;
 
 pub struct Judge {
     matcher: Arc<Matcher>,
@@ -80,17 +87,32 @@ pub struct Judge {
     edges: HashMap<ObservedEdge, EdgeWindow>,
     sources: HashMap<Identity, SourceWindow>,
     stats: JudgeStats,
+    /// Flows each rule allowed since the baseline was loaded.
+    hits: Vec<u64>,
 }
 
 impl Judge {
     pub fn new(matcher: Arc<Matcher>, config: JudgeConfig) -> Self {
         Self {
-            matcher,
             config,
             edges: HashMap::new(),
             sources: HashMap::new(),
             stats: JudgeStats::default(),
+            hits: vec![0; matcher_rules(&matcher)],
+            matcher,
         }
+    }
+
+    /// Rules of the current baseline that allowed nothing since it was
+    /// loaded (least privilege: candidates to remove).
+    pub fn unused_rules(&self) -> Vec<String> {
+        let rules = &self.matcher.baseline().rules;
+        self.hits
+            .iter()
+            .enumerate()
+            .filter(|(_, hits)| **hits == 0)
+            .map(|(i, _)| rules[i].label())
+            .collect()
     }
 
     pub fn matcher(&self) -> &Arc<Matcher> {
@@ -110,6 +132,7 @@ impl Judge {
     /// Pending repeat reports are returned first.
     pub fn replace(&mut self, matcher: Arc<Matcher>, now: SystemTime) -> Vec<Alert> {
         let pending = self.finish(now);
+        self.hits = vec![0; matcher_rules(&matcher)];
         self.matcher = matcher;
         pending
     }
@@ -124,14 +147,27 @@ impl Judge {
         let edge = ObservedEdge::of(flow);
         let verdict = self.matcher.judge(&edge, now);
         match verdict {
-            Verdict::Allowed(_) => {
+            Verdict::Allowed(index) => {
                 self.stats.allowed += 1;
+                if let Some(hits) = self.hits.get_mut(index) {
+                    *hits += count;
+                }
                 return Vec::new();
             }
             Verdict::Expired(_) => self.stats.expired_rule += 1,
             Verdict::Unauthorized => self.stats.unauthorized += 1,
         }
-        let mut alerts = self.close_expired(now);
+        let mut alerts = Vec::new();
+        let window = self.config.window;
+        let over = |opened: SystemTime| now.duration_since(opened).unwrap_or_default() >= window;
+        // Windows close on the tick; one that ran out before it is closed
+        // here, so a late repeat starts the next window.
+        if self.edges.get(&edge).is_some_and(|w| over(w.opened)) {
+            alerts.extend(self.close_one(&edge, now));
+        }
+        if self.sources.get(&edge.from).is_some_and(|s| over(s.opened)) {
+            alerts.extend(self.close_source(&edge.from, now));
+        }
         if let Some(window) = self.edges.get_mut(&edge) {
             // Seen this window: a repeat, reported when the window closes.
             if window.alert.is_some() {
@@ -147,6 +183,11 @@ impl Judge {
                 scan.first_repeat.get_or_insert(now);
                 scan.last_repeat = Some(now);
             }
+            return alerts;
+        }
+        if self.edges.len() >= MAX_WINDOWS {
+            self.stats.over_capacity += 1;
+            tracing::warn!(%edge, "alert window table full; edge counted, not alerted");
             return alerts;
         }
 
@@ -218,6 +259,36 @@ impl Judge {
         self.close(now, false)
     }
 
+    fn close_one(&mut self, edge: &ObservedEdge, now: SystemTime) -> Vec<Alert> {
+        let Some(w) = self.edges.remove(edge) else {
+            return Vec::new();
+        };
+        let report = edge_report(&w, now);
+        self.count_reports(report.into_iter().collect())
+    }
+
+    fn close_source(&mut self, source: &Identity, now: SystemTime) -> Vec<Alert> {
+        let Some(s) = self.sources.remove(source) else {
+            return Vec::new();
+        };
+        let report = source_report(&s, now);
+        self.drop_folded(|from| from == source);
+        self.count_reports(report.into_iter().collect())
+    }
+
+    /// Edges folded into a closed scan belong to it: they go with it, so
+    /// their next occurrence starts afresh instead of counting nowhere.
+    fn drop_folded(&mut self, closed: impl Fn(&Identity) -> bool) {
+        self.edges
+            .retain(|edge, w| w.alert.is_some() || !closed(&edge.from));
+    }
+
+    fn count_reports(&mut self, reports: Vec<Alert>) -> Vec<Alert> {
+        self.stats.repeat_reports += reports.len() as u64;
+        self.stats.alerts += reports.len() as u64;
+        reports
+    }
+
     fn close(&mut self, now: SystemTime, all: bool) -> Vec<Alert> {
         let window = self.config.window;
         let over =
@@ -227,28 +298,21 @@ impl Judge {
             if !over(w.opened) {
                 return true;
             }
-            if let (Some(alert), Some(first), Some(last)) =
-                (&w.alert, w.first_repeat, w.last_repeat)
-            {
-                reports.push(repeat_report(alert, w.repeats, first, last, now));
-            }
+            reports.extend(edge_report(w, now));
             false
         });
-        self.sources.retain(|_, s| {
+        let mut closed = std::collections::HashSet::new();
+        self.sources.retain(|source, s| {
             if !over(s.opened) {
                 return true;
             }
-            if let Some(scan) = &s.scan
-                && let (Some(first), Some(last)) = (scan.first_repeat, scan.last_repeat)
-            {
-                reports.push(repeat_report(&scan.alert, scan.repeats, first, last, now));
-            }
+            reports.extend(source_report(s, now));
+            closed.insert(source.clone());
             false
         });
+        self.drop_folded(|from| closed.contains(from));
         reports.sort_by_key(|a| a.flow.as_ref().map(|f| f.first_seen));
-        self.stats.repeat_reports += reports.len() as u64;
-        self.stats.alerts += reports.len() as u64;
-        reports
+        self.count_reports(reports)
     }
 
     fn alert(
@@ -332,6 +396,31 @@ impl Judge {
                 ),
             ]),
         }
+    }
+}
+
+fn matcher_rules(matcher: &Matcher) -> usize {
+    matcher.baseline().rules.len()
+}
+
+/// The repeat report of an edge's window, when it had repeats.
+fn edge_report(w: &EdgeWindow, now: SystemTime) -> Option<Alert> {
+    match (&w.alert, w.first_repeat, w.last_repeat) {
+        (Some(alert), Some(first), Some(last)) => {
+            Some(repeat_report(alert, w.repeats, first, last, now))
+        }
+        _ => None,
+    }
+}
+
+/// The repeat report of a scan, when more was folded into it.
+fn source_report(s: &SourceWindow, now: SystemTime) -> Option<Alert> {
+    let scan = s.scan.as_ref()?;
+    match (scan.first_repeat, scan.last_repeat) {
+        (Some(first), Some(last)) => {
+            Some(repeat_report(&scan.alert, scan.repeats, first, last, now))
+        }
+        _ => None,
     }
 }
 

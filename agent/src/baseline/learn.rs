@@ -101,7 +101,11 @@ impl Learner {
         now: SystemTime,
     ) -> Option<ObservedEdge> {
         let edge = ObservedEdge::of(flow);
-        if exact_selector(&edge.from).is_none() || exact_selector(&edge.to).is_none() {
+        // Port 0 is no service (an unbound send); a baseline cannot name it.
+        if edge.port == 0
+            || exact_selector(&edge.from).is_none()
+            || exact_selector(&edge.to).is_none()
+        {
             self.unattributed += count;
             return None;
         }

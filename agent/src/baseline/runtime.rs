@@ -348,8 +348,10 @@ pub async fn run(setup: RunSetup, resolver: Box<dyn Resolve + Send>) -> anyhow::
     crate::privileges::check(setup.command)?;
     let started = Instant::now();
     let now = SystemTime::now();
+    // Loaded whenever there is a baseline: a config reload may turn a
+    // learning scope into a monitored one.
     let judge = match (&setup.baseline, setup.scopes.any(Mode::Monitor)) {
-        (Some(path), true) => {
+        (Some(path), _) => {
             let baseline = initial_baseline(path)?;
             Some(Judge::new(
                 Arc::new(Matcher::new(Arc::new(baseline))),
@@ -475,6 +477,7 @@ pub async fn run(setup: RunSetup, resolver: Box<dyn Resolve + Send>) -> anyhow::
         "command": setup.command,
         "duration_secs": started.elapsed().as_secs_f64(),
         "judge": engine.judge.as_ref().map(|j| j.stats().clone()),
+        "unused_rules": engine.judge.as_ref().map(Judge::unused_rules),
         "learned_edges": engine.learner.as_ref().map(Learner::len),
         "converged_for_secs": engine.learner.as_ref().map(|l| l.converged_for(now).as_secs()),
         "sink_errors": engine.sink_errors,

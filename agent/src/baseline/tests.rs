@@ -261,6 +261,131 @@ mod behaviour {
     }
 
     #[test]
+    fn a_late_repeat_without_a_tick_starts_the_next_window() {
+        let baseline = learned(&[flow(
+            Direction::Egress,
+            "web",
+            "10.0.0.2",
+            8080,
+            Transport::Tcp,
+        )]);
+        let mut judge = judge_with(
+            baseline,
+            JudgeConfig {
+                window: Duration::from_secs(60),
+                ..JudgeConfig::default()
+            },
+        );
+        let lateral = flow(Direction::Egress, "web", "10.0.0.3", 5432, Transport::Tcp);
+        assert_eq!(judge.judge(&lateral, 1, t0()).len(), 1);
+        assert!(
+            judge
+                .judge(&lateral, 1, t0() + Duration::from_secs(5))
+                .is_empty()
+        );
+        let later = judge.judge(&lateral, 1, t0() + Duration::from_secs(90));
+        let reports: Vec<&str> = later.iter().map(|a| a.details["report"].as_str()).collect();
+        assert_eq!(reports, ["repeat", "first"]);
+    }
+
+    #[test]
+    fn rules_that_allowed_nothing_are_reported_unused() {
+        let baseline = learned(&[
+            flow(Direction::Egress, "web", "10.0.0.2", 8080, Transport::Tcp),
+            flow(Direction::Egress, "app", "10.0.0.3", 5432, Transport::Tcp),
+        ]);
+        let mut judge = judge_with(baseline, JudgeConfig::default());
+        judge.judge(
+            &flow(Direction::Egress, "web", "10.0.0.2", 8080, Transport::Tcp),
+            1,
+            t0(),
+        );
+        let unused = judge.unused_rules();
+        assert_eq!(unused.len(), 1, "{unused:?}");
+        assert!(unused[0].contains("/tier/app"), "{unused:?}");
+    }
+
+    #[test]
+    fn privilege_report_names_unused_edges_and_blast_radius() {
+        let text = "apiVersion: eastwatch.io/v1\nkind: Baseline\nmetadata: {name: x}\nspec:\n  edges:\n    - from: {cgroup: /tier/web}\n      to: {cidr: 10.0.0.2}\n      ports: [\"8080/tcp\", \"8443/tcp\"]\n    - from: {cgroup: /tier/web}\n      to: {cidr: 10.0.0.0/16}\n      ports: [\"9000-9009/tcp\"]\n    - from: {cgroup: /tier/app}\n      to: {cidr: 10.0.0.3}\n      ports: [\"5432/tcp\"]\n";
+        let (baseline, _) = validate::from_str(text, "x.yaml", t0()).expect("valid");
+        let mut learner = Learner::new(t0());
+        learner.observe(
+            &flow(Direction::Egress, "web", "10.0.0.2", 8080, Transport::Tcp),
+            1,
+            t0(),
+        );
+        let report = tools::privilege_report(&baseline, &learner.evidence(t0()), t0());
+        let unused: Vec<&str> = report.unused.iter().map(|u| u.rule.as_str()).collect();
+        assert_eq!(unused.len(), 2, "{unused:?}");
+        let web = report
+            .blast_radius
+            .iter()
+            .find(|b| b.identity == "cgroup:/tier/web")
+            .expect("web");
+        // 10.0.0.2 and 10.0.0.3 are known and inside 10.0.0.0/16.
+        assert_eq!((web.reachable, web.ports, web.open_ended_rules), (2, 12, 1));
+        let app = report
+            .blast_radius
+            .iter()
+            .find(|b| b.identity == "cgroup:/tier/app")
+            .expect("app");
+        assert_eq!((app.reachable, app.ports, app.open_ended_rules), (1, 1, 0));
+    }
+
+    #[test]
+    fn explain_names_the_rule_or_the_nearest_and_why() {
+        let (baseline, _) = validate::from_str(
+            &std::fs::read_to_string(super::testdata("valid.yaml")).expect("valid.yaml"),
+            "valid.yaml",
+            t0(),
+        )
+        .expect("valid");
+        let edge = |from: &str, to: &str, port: u16| ObservedEdge {
+            from: tools::parse_identity(from).expect("from"),
+            to: tools::parse_identity(to).expect("to"),
+            port,
+            transport: Transport::Tcp,
+        };
+        let allowed = tools::explain(
+            &baseline,
+            &edge(
+                "workload:shop/deployment/web",
+                "workload:shop/deployment/api",
+                8080,
+            ),
+            t0(),
+        );
+        assert_eq!(allowed.verdict, "allowed");
+        assert!(
+            allowed
+                .rule
+                .as_deref()
+                .is_some_and(|r| r.starts_with("edges[0] (line 8)"))
+        );
+        let refused = tools::explain(
+            &baseline,
+            &edge(
+                "workload:shop/deployment/web",
+                "workload:shop/statefulset/db",
+                5432,
+            ),
+            t0(),
+        );
+        assert_eq!(refused.verdict, "unauthorized");
+        assert!(
+            refused.nearest[0].rule.starts_with("edges[1] (line 13)"),
+            "{refused:?}"
+        );
+        assert_eq!(refused.nearest[0].reasons, ["from: no label tier"]);
+        assert!(tools::parse_identity("pod:x").is_err());
+        assert_eq!(
+            tools::parse_identity("10.1.2.3").map(|i| i.canonical()),
+            Ok("external:10.1.2.3".to_owned())
+        );
+    }
+
+    #[test]
     fn techniques_follow_the_destination() {
         let baseline = learned(&[flow(
             Direction::Egress,

@@ -378,7 +378,7 @@ fn named_identity(selector: &Selector) -> Option<Identity> {
     } else if let Some(node) = &selector.node {
         format!("node:{node}")
     } else if let Some(cidr) = &selector.cidr {
-        let net: ipnet::IpNet = cidr.parse().ok()?;
+        let net = super::selector::parse_cidr(cidr).ok()?;
         if net.prefix_len() != net.max_prefix_len() {
             return None;
         }
