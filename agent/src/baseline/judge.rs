@@ -187,7 +187,11 @@ impl Judge {
         }
         if self.edges.len() >= MAX_WINDOWS {
             self.stats.over_capacity += 1;
-            tracing::warn!(%edge, "alert window table full; edge counted, not alerted");
+            // Logged at 1, 2, 4, 8, ...: the count is exact, the log is not a flood.
+            if self.stats.over_capacity.is_power_of_two() {
+                let over_capacity = self.stats.over_capacity;
+                tracing::warn!(%edge, over_capacity, "alert window table full; edges counted, not alerted");
+            }
             return alerts;
         }
 
