@@ -40,6 +40,10 @@ pub struct EdgeEvidence {
     pub last_seen: SystemTime,
     /// Occurrences (connections, datagrams) over every observation.
     pub count: u64,
+    /// Occurrences that were only attempts (TCP connects that never
+    /// completed): an edge with nothing else was never seen working.
+    #[serde(default)]
+    pub attempts: u64,
     /// Flows seen from the client's side (egress) and the server's (ingress).
     pub egress_observations: u64,
     pub ingress_observations: u64,
@@ -126,6 +130,7 @@ impl Learner {
                 first_seen: flow.flow.first_seen.min(now),
                 last_seen: now,
                 count: 0,
+                attempts: 0,
                 egress_observations: 0,
                 ingress_observations: 0,
                 from_pods: BTreeSet::new(),
@@ -135,6 +140,9 @@ impl Learner {
             }
         });
         evidence.count += count;
+        if flow.flow.key.outcome == crate::flow::Outcome::Attempted {
+            evidence.attempts += count;
+        }
         evidence.last_seen = evidence.last_seen.max(now);
         if egress {
             evidence.egress_observations += 1;

@@ -211,6 +211,18 @@ mod behaviour {
         assert_eq!(resumed.checkpoint(), learner.checkpoint());
         let evidence = resumed.evidence(t0() + Duration::from_secs(70));
         assert_eq!(evidence.edges[0].count, 4);
+        assert_eq!(evidence.edges[0].attempts, 0);
+        let mut refused = flow(Direction::Egress, "web", "10.0.0.9", 9, Transport::Tcp);
+        refused.flow.key.outcome = Outcome::Attempted;
+        let mut learner = resumed;
+        learner.observe(&refused, 2, t0() + Duration::from_secs(80));
+        let attempted = learner.evidence(t0() + Duration::from_secs(80));
+        let edge = attempted
+            .edges
+            .iter()
+            .find(|e| e.port == 9)
+            .expect("learned");
+        assert_eq!((edge.count, edge.attempts), (2, 2));
         assert_eq!(evidence.converged_for_secs, 60);
     }
 
