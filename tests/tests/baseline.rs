@@ -767,6 +767,42 @@ fn per_scope_modes_learn_a_new_team_while_the_rest_is_monitored() {
         "legacy ingress not learned after reload:\n{}",
         agent.stderr_text()
     );
+
+    // A broken config is rejected with its position; the last good one
+    // stays in force (the legacy server keeps learning).
+    std::fs::write(
+        &tmp,
+        config(true).replace("defaultMode: monitor", "defaultMode: sometimes"),
+    )
+    .expect("write");
+    std::fs::rename(&tmp, &config_path).expect("rename");
+    let rejected = agent
+        .wait_for(Duration::from_secs(20), |e| {
+            e["verdict"] == "config-rejected"
+        })
+        .unwrap_or_else(|| panic!("broken config not rejected:\n{}", agent.stderr_text()));
+    let errors = rejected["details"]["errors"].as_str().unwrap_or_default();
+    assert!(errors.contains("agent.yaml:4:"), "{errors}");
+    let mut second = Peer::spawn(
+        &srv,
+        Some(&lan.members[1]),
+        &["tcp-serve", "--listen", &format!("{}:8081", Lan::v4(1))],
+    );
+    second.ready();
+    Peer::spawn(
+        &svc,
+        Some(&lan.members[0]),
+        &["tcp-connect", "--to", &format!("{}:8081", Lan::v4(1))],
+    )
+    .finish();
+    let still = agent.wait_for(Duration::from_secs(20), |e| {
+        e["event"] == "learned" && e["to"] == srv_id.as_str() && e["port"] == 8081
+    });
+    assert!(
+        still.is_some(),
+        "the last good config is gone:\n{}",
+        agent.stderr_text()
+    );
     let events = agent.stop().all;
 
     let from_team: Vec<_> = unauthorized(&events)

@@ -149,6 +149,13 @@ pub fn load(path: &Path) -> Result<AgentConfig, Rejected> {
     check(doc, path)
 }
 
+/// Parses and checks config text as if read from `path`.
+pub fn from_str(text: &str, path: &Path) -> Result<AgentConfig, Rejected> {
+    let doc =
+        parse::from_str::<AgentConfigDoc>(text, &path.display().to_string()).map_err(Rejected)?;
+    check(doc, path)
+}
+
 fn check(doc: AgentConfigDoc, path: &Path) -> Result<AgentConfig, Rejected> {
     let file = path.display().to_string();
     let dir = path.parent().unwrap_or(Path::new("."));

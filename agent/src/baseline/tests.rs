@@ -34,6 +34,43 @@ fn golden(name: &str) {
 }
 
 #[test]
+fn agent_config_errors_have_their_position() {
+    let name = "agent-errors.yaml";
+    let text = std::fs::read_to_string(testdata(name)).expect("test file");
+    let actual = match super::config::from_str(&text, std::path::Path::new(name)) {
+        Ok(_) => "accepted\n".to_owned(),
+        Err(rejected) => format!("{rejected}\n"),
+    };
+    let expected_path = testdata(&format!("{name}.expected"));
+    if std::env::var_os("EASTWATCH_BLESS").is_some() {
+        std::fs::write(&expected_path, &actual).expect("bless");
+    }
+    assert_eq!(
+        actual,
+        std::fs::read_to_string(&expected_path).unwrap_or_default()
+    );
+}
+
+#[test]
+fn agent_config_resolves_paths_and_scopes() {
+    let text = "apiVersion: eastwatch.io/v1\nkind: AgentConfig\nspec:\n  scopes:\n    - mode: learn\n      match: {cgroup: /team/*}\n  baseline: b.yaml\n  learn: {out: learned.yaml}\n";
+    let config = super::config::from_str(text, std::path::Path::new("/etc/eastwatch/agent.yaml"))
+        .expect("valid");
+    assert_eq!(
+        config.baseline.as_deref(),
+        Some(std::path::Path::new("/etc/eastwatch/b.yaml"))
+    );
+    let team = crate::identity::model::Identity::Cgroup {
+        path: "/team/svc".into(),
+    };
+    let other = crate::identity::model::Identity::Cgroup {
+        path: "/other".into(),
+    };
+    assert_eq!(config.scopes.mode_for(&team), crate::alert::Mode::Learn);
+    assert_eq!(config.scopes.mode_for(&other), crate::alert::Mode::Monitor);
+}
+
+#[test]
 fn valid_baseline_loads_and_dns_from_everywhere_warns() {
     golden("valid.yaml");
 }
