@@ -28,9 +28,18 @@ pub struct Cli {
 pub enum Command {
     /// Stream every TCP and UDP flow on this node with its owning cgroup.
     Observe(ObserveArgs),
+    /// Learn how services talk and write a reviewable baseline.
+    Learn(crate::baseline::commands::LearnArgs),
+    /// Alert on every flow outside a baseline.
+    Monitor(crate::baseline::commands::MonitorArgs),
+    /// The long-running agent: per-scope learn/monitor modes from a config
+    /// file, with hot reload.
+    Run(crate::baseline::commands::RunArgs),
+    /// Baseline tools: lint, diff, merge, explain, report, schema.
+    Baseline(crate::baseline::commands::BaselineArgs),
 }
 
-fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
+pub fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(text)
 }
 

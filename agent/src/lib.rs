@@ -5,6 +5,8 @@
 //! and folded by the [`tracker`] into [`flow::Flow`]s that commands consume.
 
 pub mod alert;
+pub mod alert_jsonl;
+pub mod baseline;
 pub mod cgroup;
 pub mod cli;
 pub mod clock;

@@ -23,11 +23,17 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Observe(args) => eastwatch::observe::run(args.options()).await,
+            Command::Observe(args) => eastwatch::observe::run(args.options())
+                .await
+                .map(|()| std::process::ExitCode::SUCCESS),
+            Command::Learn(args) => eastwatch::baseline::commands::learn(args).await,
+            Command::Monitor(args) => eastwatch::baseline::commands::monitor(args).await,
+            Command::Run(args) => eastwatch::baseline::commands::run(args).await,
+            Command::Baseline(args) => eastwatch::baseline::commands::tool(args),
         }
     });
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("eastwatch: {err:#}");
             std::process::ExitCode::FAILURE

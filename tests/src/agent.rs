@@ -51,12 +51,19 @@ impl Agent {
     /// Starts `eastwatch observe --format json` with `args` and waits until
     /// it reports `ready`.
     pub fn start(args: &[&str]) -> Self {
+        let mut all = vec!["observe", "--format", "json", "--count-interval", "200ms"];
+        all.extend_from_slice(args);
+        Self::spawn(&all)
+    }
+
+    /// Starts `eastwatch ARGS` (any command that prints JSON lines and a
+    /// `ready` event) and waits until it is ready.
+    pub fn spawn(args: &[&str]) -> Self {
         crate::require_root();
         let stderr_path =
             std::env::temp_dir().join(format!("{}.stderr", crate::unique("eastwatch-agent")));
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
         let mut child = Command::new(agent_binary())
-            .args(["observe", "--format", "json", "--count-interval", "200ms"])
             .args(args)
             .env("EASTWATCH_LOG", "info")
             .stdout(Stdio::piped())
@@ -92,6 +99,14 @@ impl Agent {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Every event printed so far (and any arriving within `settle`).
+    pub fn events_so_far(&mut self, settle: Duration) -> Vec<Value> {
+        while let Ok(event) = self.lines.recv_timeout(settle) {
+            self.seen.push(event);
+        }
+        self.seen.clone()
     }
 
     pub fn stderr_text(&self) -> String {

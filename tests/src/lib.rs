@@ -13,7 +13,7 @@ pub mod spawn;
 pub use agent::Agent;
 pub use cgroup::TestCgroup;
 pub use events::Events;
-pub use netns::{TestNetns, VethPair};
+pub use netns::{Lan, TestNetns, VethPair};
 pub use spawn::{Peer, peer_binary};
 
 /// Panics unless the tests run as root.
@@ -36,4 +36,29 @@ pub fn unique(prefix: &str) -> String {
         std::process::id() % 100_000,
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        let path = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -111,3 +111,63 @@ impl Default for VethPair {
         Self::new()
     }
 }
+
+/// Namespaces on one bridge (in a hub namespace of its own), member `i`
+/// with `10.78.0.<i+1>/24` and `fd78::<i+1>/64`. The addresses exist only
+/// inside these namespaces.
+pub struct Lan {
+    pub members: Vec<TestNetns>,
+    _hub: TestNetns,
+}
+
+impl Lan {
+    pub fn new(members: usize) -> Self {
+        let hub = TestNetns::new();
+        hub.ip(&["link", "add", "br0", "type", "bridge"]);
+        hub.ip(&["link", "set", "br0", "up"]);
+        let mut list = Vec::new();
+        for i in 0..members {
+            let ns = TestNetns::new();
+            let (h, m) = (format!("{}h", ns.name()), format!("{}m", ns.name()));
+            ip(&[
+                "link",
+                "add",
+                &h,
+                "netns",
+                hub.name(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &m,
+                "netns",
+                ns.name(),
+            ]);
+            hub.ip(&["link", "set", &h, "master", "br0"]);
+            hub.ip(&["link", "set", &h, "up"]);
+            ns.ip(&["addr", "add", &format!("{}/24", Self::v4(i)), "dev", &m]);
+            ns.ip(&[
+                "addr",
+                "add",
+                &format!("{}/64", Self::v6(i)),
+                "dev",
+                &m,
+                "nodad",
+            ]);
+            ns.ip(&["link", "set", &m, "up"]);
+            list.push(ns);
+        }
+        Self {
+            members: list,
+            _hub: hub,
+        }
+    }
+
+    pub fn v4(i: usize) -> String {
+        format!("10.78.0.{}", i + 1)
+    }
+
+    pub fn v6(i: usize) -> String {
+        format!("fd78::{}", i + 1)
+    }
+}

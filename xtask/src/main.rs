@@ -36,6 +36,9 @@ enum Task {
     },
     /// cargo fmt --check and clippy -D warnings, eBPF crate included.
     Lint,
+    /// Flows judged per second: the baseline matcher against a linear scan,
+    /// for 10k- and 100k-edge baselines (release build).
+    Bench,
     /// Build and run `eastwatch observe` on this machine (needs root).
     Observe {
         /// Arguments for `eastwatch observe`, after `--`.
@@ -59,6 +62,9 @@ fn main() -> anyhow::Result<()> {
                 lint(&root)?;
             }
             test(&root, filter.as_deref())
+        }
+        Task::Bench => {
+            run(cargo(&root).args(["bench", "--package", "eastwatch", "--bench", "matcher"]))
         }
         Task::Observe { args } => {
             let binary = build_release(&root)?;

@@ -69,6 +69,16 @@ enum Role {
         #[arg(long)]
         last: u16,
     },
+    /// One TCP connect to every port in `first..=last` at `to`'s address,
+    /// whatever the answer (a port scan).
+    TcpSweep {
+        #[arg(long)]
+        to: std::net::IpAddr,
+        #[arg(long)]
+        first: u16,
+        #[arg(long)]
+        last: u16,
+    },
     /// A minimal HTTP/1.1 server: answers every request with 200.
     HttpServe {
         #[arg(long)]
@@ -188,6 +198,13 @@ fn main() -> anyhow::Result<()> {
                 // A closed port answers with ICMP; sendto still succeeds or
                 // reports the previous error, which is not ours to care about.
                 let _ = socket.send_to(b"x", SocketAddr::new(to, port));
+            }
+            println!("done");
+        }
+        Role::TcpSweep { to, first, last } => {
+            for port in first..=last {
+                let _ =
+                    TcpStream::connect_timeout(&SocketAddr::new(to, port), Duration::from_secs(2));
             }
             println!("done");
         }

@@ -1,0 +1,240 @@
+//! The agent's config file for `eastwatch run`: which local workloads
+//! learn and which are monitored (per-scope modes), and where the baseline
+//! and learn outputs live. Relative paths are relative to the config file.
+//!
+//! ```yaml
+//! apiVersion: eastwatch.io/v1
+//! kind: AgentConfig
+//! spec:
+//!   defaultMode: monitor
+//!   scopes:
+//!     - mode: learn
+//!       match: {namespace: team-new}
+//!   baseline: baseline.yaml
+//!   learn: {out: learned.yaml, evidence: evidence.json, checkpoint: learn.checkpoint.json}
+//!   monitor: {window: 10m, fanOutThreshold: 10, alertsFile: alerts.jsonl}
+//! ```
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    diag::{Diagnostic, Rejected},
+    format::{API_VERSION, Located, Selector},
+    parse,
+    selector::SelectorMatcher,
+};
+use crate::{alert::Mode, identity::model::Identity};
+
+pub const CONFIG_KIND: &str = "AgentConfig";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ScopeMode {
+    Learn,
+    #[default]
+    Monitor,
+}
+
+impl From<ScopeMode> for Mode {
+    fn from(mode: ScopeMode) -> Self {
+        match mode {
+            ScopeMode::Learn => Mode::Learn,
+            ScopeMode::Monitor => Mode::Monitor,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentConfigDoc {
+    pub api_version: Located<String>,
+    pub kind: Located<String>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+    pub spec: AgentSpec,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentSpec {
+    /// The mode of every local end no scope matches.
+    #[serde(default)]
+    pub default_mode: ScopeMode,
+    /// First match wins; matched against this node's end of each flow.
+    #[serde(default)]
+    pub scopes: Vec<Located<Scope>>,
+    /// The baseline monitored scopes are judged against.
+    #[serde(default)]
+    pub baseline: Option<Located<String>>,
+    #[serde(default)]
+    pub learn: LearnSection,
+    #[serde(default)]
+    pub monitor: MonitorSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Scope {
+    pub mode: ScopeMode,
+    #[serde(rename = "match")]
+    pub selector: Located<Selector>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LearnSection {
+    pub out: Option<String>,
+    pub evidence: Option<String>,
+    pub checkpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MonitorSection {
+    /// e.g. `10m`.
+    pub window: Option<Located<String>>,
+    pub fan_out_threshold: Option<usize>,
+    pub alerts_file: Option<String>,
+}
+
+/// Per-scope modes, checked.
+#[derive(Debug, Clone)]
+pub struct Scopes {
+    pub default: Mode,
+    pub rules: Vec<(SelectorMatcher, Mode)>,
+}
+
+impl Scopes {
+    pub fn all(mode: Mode) -> Self {
+        Self {
+            default: mode,
+            rules: Vec::new(),
+        }
+    }
+
+    /// The mode for a flow whose local end is `local`.
+    pub fn mode_for(&self, local: &Identity) -> Mode {
+        self.rules
+            .iter()
+            .find(|(selector, _)| selector.matches(local))
+            .map_or(self.default, |(_, mode)| *mode)
+    }
+
+    pub fn any(&self, mode: Mode) -> bool {
+        self.default == mode || self.rules.iter().any(|(_, m)| *m == mode)
+    }
+}
+
+/// A checked config file.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub scopes: Scopes,
+    pub baseline: Option<PathBuf>,
+    pub learn_out: Option<PathBuf>,
+    pub evidence: Option<PathBuf>,
+    pub checkpoint: Option<PathBuf>,
+    pub window: Option<Duration>,
+    pub fan_out_threshold: Option<usize>,
+    pub alerts_file: Option<PathBuf>,
+}
+
+pub fn load(path: &Path) -> Result<AgentConfig, Rejected> {
+    let (doc, _) = parse::read::<AgentConfigDoc>(path).map_err(Rejected)?;
+    check(doc, path)
+}
+
+/// Parses and checks config text as if read from `path`.
+pub fn from_str(text: &str, path: &Path) -> Result<AgentConfig, Rejected> {
+    let doc =
+        parse::from_str::<AgentConfigDoc>(text, &path.display().to_string()).map_err(Rejected)?;
+    check(doc, path)
+}
+
+fn check(doc: AgentConfigDoc, path: &Path) -> Result<AgentConfig, Rejected> {
+    let file = path.display().to_string();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &str| dir.join(p);
+    let mut errors = Vec::new();
+    if doc.api_version.value != API_VERSION {
+        errors.push(Diagnostic::error(
+            &file,
+            doc.api_version.at,
+            format!(
+                "apiVersion {:?} is not {API_VERSION}",
+                doc.api_version.value
+            ),
+        ));
+    }
+    if doc.kind.value != CONFIG_KIND {
+        errors.push(Diagnostic::error(
+            &file,
+            doc.kind.at,
+            format!("kind {:?} is not {CONFIG_KIND}", doc.kind.value),
+        ));
+    }
+    let mut rules = Vec::new();
+    for (index, scope) in doc.spec.scopes.iter().enumerate() {
+        match SelectorMatcher::compile(&scope.selector) {
+            Ok(selector) => rules.push((selector, Mode::from(scope.mode))),
+            Err(why) => errors.push(Diagnostic::error(
+                &file,
+                scope.selector.at.or(scope.at),
+                format!("scopes[{index}].match: {why}"),
+            )),
+        }
+    }
+    let window = match &doc.spec.monitor.window {
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(window) if !window.is_zero() => Some(window),
+            _ => {
+                errors.push(Diagnostic::error(
+                    &file,
+                    text.at,
+                    format!(
+                        "monitor.window {:?} is not a duration such as 10m",
+                        text.value
+                    ),
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    let scopes = Scopes {
+        default: doc.spec.default_mode.into(),
+        rules,
+    };
+    if scopes.any(Mode::Monitor) && doc.spec.baseline.is_none() {
+        errors.push(Diagnostic::error(
+            &file,
+            None,
+            "spec.baseline is required when any scope monitors",
+        ));
+    }
+    if scopes.any(Mode::Learn) && doc.spec.learn.out.is_none() {
+        errors.push(Diagnostic::error(
+            &file,
+            None,
+            "spec.learn.out is required when any scope learns",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(Rejected(errors));
+    }
+    Ok(AgentConfig {
+        scopes,
+        baseline: doc.spec.baseline.as_ref().map(|b| resolve(b)),
+        learn_out: doc.spec.learn.out.as_deref().map(resolve),
+        evidence: doc.spec.learn.evidence.as_deref().map(resolve),
+        checkpoint: doc.spec.learn.checkpoint.as_deref().map(resolve),
+        window,
+        fan_out_threshold: doc.spec.monitor.fan_out_threshold,
+        alerts_file: doc.spec.monitor.alerts_file.as_deref().map(resolve),
+    })
+}

@@ -1,0 +1,528 @@
+//! Monitor mode: every flow is judged against the compiled baseline; an
+//! edge outside it raises one alert per window, repeats go into one report
+//! when the window closes, and a source that fans out to many new
+//! destinations or ports becomes one scan alert (T1046) instead of many.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use super::matcher::{Matcher, ObservedEdge, Verdict};
+use crate::{
+    alert::{Alert, AlertKind, FlowFacts, Mode, Severity, Technique},
+    flow::{Direction, Family, Outcome, Transport},
+    identity::{ResolvedFlow, model::Identity},
+};
+
+#[derive(Debug, Clone)]
+pub struct JudgeConfig {
+    /// An edge alerts once per window; so does a scanning source.
+    pub window: Duration,
+    /// New unauthorized destinations or ports from one source within a
+    /// window that make it a scan.
+    pub fan_out_threshold: usize,
+    pub node: Option<String>,
+}
+
+impl Default for JudgeConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(600),
+            fan_out_threshold: 10,
+            node: None,
+        }
+    }
+}
+
+struct EdgeWindow {
+    opened: SystemTime,
+    /// Occurrences after the alert, for the report at the window's end.
+    repeats: u64,
+    first_repeat: Option<SystemTime>,
+    last_repeat: Option<SystemTime>,
+    /// The alert that opened the window; None when the edge was folded
+    /// into its source's scan alert.
+    alert: Option<Alert>,
+}
+
+struct SourceWindow {
+    opened: SystemTime,
+    targets: BTreeSet<(Identity, u16, Transport)>,
+    scan: Option<ScanState>,
+}
+
+struct ScanState {
+    alert: Alert,
+    /// Occurrences on scanned edges after the scan alert.
+    repeats: u64,
+    first_repeat: Option<SystemTime>,
+    last_repeat: Option<SystemTime>,
+}
+
+/// What the judge has done so far.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct JudgeStats {
+    pub flows_judged: u64,
+    pub allowed: u64,
+    pub unauthorized: u64,
+    pub expired_rule: u64,
+    pub alerts: u64,
+    pub repeat_reports: u64,
+    pub scan_alerts: u64,
+    /// Unauthorized edges not alerted because the window table was full
+    /// (a flood of distinct edges); each is counted here and logged.
+    pub over_capacity: u64,
+}
+
+/// Windows kept at most; past this, new unauthorized edges are counted in
+/// [`JudgeStats::over_capacity`] instead of alerted one by one.
+pub const MAX_WINDOWS: usize = 262_144;
+
+pub struct Judge {
+    matcher: Arc<Matcher>,
+    config: JudgeConfig,
+    edges: HashMap<ObservedEdge, EdgeWindow>,
+    sources: HashMap<Identity, SourceWindow>,
+    stats: JudgeStats,
+    /// Flows each rule allowed since the baseline was loaded.
+    hits: Vec<u64>,
+}
+
+impl Judge {
+    pub fn new(matcher: Arc<Matcher>, config: JudgeConfig) -> Self {
+        Self {
+            config,
+            edges: HashMap::new(),
+            sources: HashMap::new(),
+            stats: JudgeStats::default(),
+            hits: vec![0; matcher_rules(&matcher)],
+            matcher,
+        }
+    }
+
+    /// Rules of the current baseline that allowed nothing since it was
+    /// loaded (least privilege: candidates to remove).
+    pub fn unused_rules(&self) -> Vec<String> {
+        let rules = &self.matcher.baseline().rules;
+        self.hits
+            .iter()
+            .enumerate()
+            .filter(|(_, hits)| **hits == 0)
+            .map(|(i, _)| rules[i].label())
+            .collect()
+    }
+
+    pub fn matcher(&self) -> &Arc<Matcher> {
+        &self.matcher
+    }
+
+    pub fn stats(&self) -> &JudgeStats {
+        &self.stats
+    }
+
+    pub fn digest(&self) -> &str {
+        &self.matcher.baseline().digest
+    }
+
+    /// Swaps in a new baseline. Windows start afresh: an edge the new
+    /// baseline still refuses alerts again, against the new digest.
+    /// Pending repeat reports are returned first.
+    pub fn replace(&mut self, matcher: Arc<Matcher>, now: SystemTime) -> Vec<Alert> {
+        let pending = self.finish(now);
+        self.hits = vec![0; matcher_rules(&matcher)];
+        self.matcher = matcher;
+        pending
+    }
+
+    pub fn set_config(&mut self, config: JudgeConfig) {
+        self.config = config;
+    }
+
+    /// Judges `count` occurrences of a flow.
+    pub fn judge(&mut self, flow: &ResolvedFlow, count: u64, now: SystemTime) -> Vec<Alert> {
+        self.stats.flows_judged += 1;
+        let edge = ObservedEdge::of(flow);
+        let verdict = self.matcher.judge(&edge, now);
+        match verdict {
+            Verdict::Allowed(index) => {
+                self.stats.allowed += 1;
+                if let Some(hits) = self.hits.get_mut(index) {
+                    *hits += count;
+                }
+                return Vec::new();
+            }
+            Verdict::Expired(_) => self.stats.expired_rule += 1,
+            Verdict::Unauthorized => self.stats.unauthorized += 1,
+        }
+        let mut alerts = Vec::new();
+        let window = self.config.window;
+        let over = |opened: SystemTime| now.duration_since(opened).unwrap_or_default() >= window;
+        // Windows close on the tick; one that ran out before it is closed
+        // here, so a late repeat starts the next window.
+        if self.edges.get(&edge).is_some_and(|w| over(w.opened)) {
+            alerts.extend(self.close_one(&edge, now));
+        }
+        if self.sources.get(&edge.from).is_some_and(|s| over(s.opened)) {
+            alerts.extend(self.close_source(&edge.from, now));
+        }
+        if let Some(window) = self.edges.get_mut(&edge) {
+            // Seen this window: a repeat, reported when the window closes.
+            if window.alert.is_some() {
+                window.repeats += count;
+                window.first_repeat.get_or_insert(now);
+                window.last_repeat = Some(now);
+            } else if let Some(scan) = self
+                .sources
+                .get_mut(&edge.from)
+                .and_then(|s| s.scan.as_mut())
+            {
+                scan.repeats += count;
+                scan.first_repeat.get_or_insert(now);
+                scan.last_repeat = Some(now);
+            }
+            return alerts;
+        }
+        if self.edges.len() >= MAX_WINDOWS {
+            self.stats.over_capacity += 1;
+            // Logged at 1, 2, 4, 8, ...: the count is exact, the log is not a flood.
+            if self.stats.over_capacity.is_power_of_two() {
+                let over_capacity = self.stats.over_capacity;
+                tracing::warn!(%edge, over_capacity, "alert window table full; edges counted, not alerted");
+            }
+            return alerts;
+        }
+
+        let alert = self.alert(flow, &edge, verdict, count, now);
+        let source = self
+            .sources
+            .entry(edge.from.clone())
+            .or_insert_with(|| SourceWindow {
+                opened: now,
+                targets: BTreeSet::new(),
+                scan: None,
+            });
+        source
+            .targets
+            .insert((edge.to.clone(), edge.port, edge.transport));
+        let threshold = self.config.fan_out_threshold.max(2);
+        let folded = match &mut source.scan {
+            Some(scan) => {
+                scan.repeats += count;
+                scan.first_repeat.get_or_insert(now);
+                scan.last_repeat = Some(now);
+                scan.alert
+                    .details
+                    .insert("targets_total".into(), source.targets.len().to_string());
+                true
+            }
+            None if source.targets.len() >= threshold => {
+                let scan = scan_alert(&alert, &edge.from, &source.targets, &self.config);
+                self.stats.scan_alerts += 1;
+                self.stats.alerts += 1;
+                alerts.push(scan.clone());
+                source.scan = Some(ScanState {
+                    alert: scan,
+                    repeats: 0,
+                    first_repeat: None,
+                    last_repeat: None,
+                });
+                true
+            }
+            None => false,
+        };
+        let window = EdgeWindow {
+            opened: now,
+            repeats: 0,
+            first_repeat: None,
+            last_repeat: None,
+            alert: (!folded).then(|| alert.clone()),
+        };
+        if !folded {
+            self.stats.alerts += 1;
+            alerts.push(alert);
+        }
+        self.edges.insert(edge, window);
+        alerts
+    }
+
+    /// Closes windows that have run their course; returns the repeat
+    /// reports.
+    pub fn tick(&mut self, now: SystemTime) -> Vec<Alert> {
+        self.close_expired(now)
+    }
+
+    /// Closes every window (at shutdown or before a baseline swap).
+    pub fn finish(&mut self, now: SystemTime) -> Vec<Alert> {
+        self.close(now, true)
+    }
+
+    fn close_expired(&mut self, now: SystemTime) -> Vec<Alert> {
+        self.close(now, false)
+    }
+
+    fn close_one(&mut self, edge: &ObservedEdge, now: SystemTime) -> Vec<Alert> {
+        let Some(w) = self.edges.remove(edge) else {
+            return Vec::new();
+        };
+        let report = edge_report(&w, now);
+        self.count_reports(report.into_iter().collect())
+    }
+
+    fn close_source(&mut self, source: &Identity, now: SystemTime) -> Vec<Alert> {
+        let Some(s) = self.sources.remove(source) else {
+            return Vec::new();
+        };
+        let report = source_report(&s, now);
+        self.drop_folded(|from| from == source);
+        self.count_reports(report.into_iter().collect())
+    }
+
+    /// Edges folded into a closed scan belong to it: they go with it, so
+    /// their next occurrence starts afresh instead of counting nowhere.
+    fn drop_folded(&mut self, closed: impl Fn(&Identity) -> bool) {
+        self.edges
+            .retain(|edge, w| w.alert.is_some() || !closed(&edge.from));
+    }
+
+    fn count_reports(&mut self, reports: Vec<Alert>) -> Vec<Alert> {
+        self.stats.repeat_reports += reports.len() as u64;
+        self.stats.alerts += reports.len() as u64;
+        reports
+    }
+
+    fn close(&mut self, now: SystemTime, all: bool) -> Vec<Alert> {
+        let window = self.config.window;
+        let over =
+            |opened: SystemTime| all || now.duration_since(opened).unwrap_or_default() >= window;
+        let mut reports = Vec::new();
+        self.edges.retain(|_, w| {
+            if !over(w.opened) {
+                return true;
+            }
+            reports.extend(edge_report(w, now));
+            false
+        });
+        let mut closed = std::collections::HashSet::new();
+        self.sources.retain(|source, s| {
+            if !over(s.opened) {
+                return true;
+            }
+            reports.extend(source_report(s, now));
+            closed.insert(source.clone());
+            false
+        });
+        self.drop_folded(|from| closed.contains(from));
+        reports.sort_by_key(|a| a.flow.as_ref().map(|f| f.first_seen));
+        self.count_reports(reports)
+    }
+
+    fn alert(
+        &self,
+        flow: &ResolvedFlow,
+        edge: &ObservedEdge,
+        verdict: Verdict,
+        count: u64,
+        now: SystemTime,
+    ) -> Alert {
+        let egress = flow.flow.key.direction == Direction::Egress;
+        let (source, destination) = if egress {
+            (flow.flow.local, flow.flow.remote)
+        } else {
+            (flow.flow.remote, flow.flow.local)
+        };
+        let (source_end, destination_end) = if egress {
+            (&flow.local, &flow.remote)
+        } else {
+            (&flow.remote, &flow.local)
+        };
+        let outcome = flow.flow.key.outcome;
+        let (technique, mut severity) = technique_for(edge, destination.ip());
+        if verdict != Verdict::Unauthorized
+            || (outcome == Outcome::Attempted && severity == Severity::Medium)
+        {
+            severity = Severity::Low;
+        }
+        let baseline = self.matcher.baseline();
+        let rule = match verdict {
+            Verdict::Expired(index) | Verdict::Allowed(index) => {
+                Some(baseline.rules[index].label())
+            }
+            Verdict::Unauthorized => self.matcher.nearest_rule(edge, now),
+        };
+        let summary = format!(
+            "{} {} flow {} -> {} port {}{}",
+            verdict.name(),
+            edge.transport,
+            edge.from,
+            edge.to,
+            edge.port,
+            if outcome == Outcome::Attempted {
+                " (attempted)"
+            } else {
+                ""
+            }
+        );
+        let first_seen = flow.flow.first_seen.min(now);
+        Alert {
+            kind: AlertKind::UnauthorizedFlow,
+            time: now,
+            severity,
+            summary,
+            mode: Mode::Monitor,
+            node: self.config.node.clone(),
+            flow: Some(FlowFacts {
+                source,
+                destination,
+                transport: edge.transport,
+                family: Family::of(destination.ip()),
+                outcome,
+                observed: flow.flow.key.direction,
+                process: flow.flow.process.clone(),
+                count,
+                first_seen,
+                last_seen: now,
+            }),
+            source: Some(source_end.clone()),
+            destination: Some(destination_end.clone()),
+            verdict: Some(verdict.name().to_owned()),
+            rule,
+            baseline_digest: Some(baseline.digest.clone()),
+            technique: Some(technique),
+            details: BTreeMap::from([
+                ("edge".to_owned(), edge.to_string()),
+                ("report".to_owned(), "first".to_owned()),
+                (
+                    "window_secs".to_owned(),
+                    self.config.window.as_secs().to_string(),
+                ),
+            ]),
+        }
+    }
+}
+
+fn matcher_rules(matcher: &Matcher) -> usize {
+    matcher.baseline().rules.len()
+}
+
+/// The repeat report of an edge's window, when it had repeats.
+fn edge_report(w: &EdgeWindow, now: SystemTime) -> Option<Alert> {
+    match (&w.alert, w.first_repeat, w.last_repeat) {
+        (Some(alert), Some(first), Some(last)) => {
+            Some(repeat_report(alert, w.repeats, first, last, now))
+        }
+        _ => None,
+    }
+}
+
+/// The repeat report of a scan, when more was folded into it.
+fn source_report(s: &SourceWindow, now: SystemTime) -> Option<Alert> {
+    let scan = s.scan.as_ref()?;
+    match (scan.first_repeat, scan.last_repeat) {
+        (Some(first), Some(last)) => {
+            Some(repeat_report(&scan.alert, scan.repeats, first, last, now))
+        }
+        _ => None,
+    }
+}
+
+fn scan_alert(
+    trigger: &Alert,
+    from: &Identity,
+    targets: &BTreeSet<(Identity, u16, Transport)>,
+    config: &JudgeConfig,
+) -> Alert {
+    let mut alert = trigger.clone();
+    alert.severity = Severity::High;
+    alert.technique = Some(technique("T1046", "Network Service Discovery"));
+    let destinations: BTreeSet<&Identity> = targets.iter().map(|(to, _, _)| to).collect();
+    let ports: BTreeSet<String> = targets
+        .iter()
+        .map(|(_, port, transport)| format!("{port}/{transport}"))
+        .collect();
+    alert.summary = format!(
+        "{from} fanned out to {} new destinations/ports within {}s ({} destinations, {} ports)",
+        targets.len(),
+        config.window.as_secs(),
+        destinations.len(),
+        ports.len()
+    );
+    let sample: Vec<String> = targets
+        .iter()
+        .take(32)
+        .map(|(to, port, transport)| format!("{to} {port}/{transport}"))
+        .collect();
+    alert.details.insert("report".into(), "scan".into());
+    alert.details.insert("targets".into(), sample.join(", "));
+    alert
+        .details
+        .insert("targets_total".into(), targets.len().to_string());
+    alert
+}
+
+fn repeat_report(
+    alert: &Alert,
+    repeats: u64,
+    first: SystemTime,
+    last: SystemTime,
+    now: SystemTime,
+) -> Alert {
+    let mut report = alert.clone();
+    report.time = now;
+    report.summary = format!("{} repeated {repeats} times", alert.summary);
+    if let Some(flow) = &mut report.flow {
+        flow.count = repeats;
+        flow.first_seen = first;
+        flow.last_seen = last;
+    }
+    report.details.insert("report".into(), "repeat".into());
+    report
+}
+
+fn technique(id: &str, name: &str) -> Technique {
+    Technique {
+        id: id.to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+const METADATA_V4: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 169, 254));
+const METADATA_V6: IpAddr =
+    IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254));
+
+/// The ATT&CK technique (and severity) an unauthorized edge suggests, by
+/// where it goes. The README lists the rules.
+pub fn technique_for(edge: &ObservedEdge, destination: IpAddr) -> (Technique, Severity) {
+    let destination = destination.to_canonical();
+    let tcp = edge.transport == Transport::Tcp;
+    if destination == METADATA_V4 || destination == METADATA_V6 {
+        return (
+            technique(
+                "T1552.005",
+                "Unsecured Credentials: Cloud Instance Metadata API",
+            ),
+            Severity::High,
+        );
+    }
+    let remote_service = |id: &str, name: &str| (technique(id, name), Severity::High);
+    match (tcp, edge.port) {
+        (true, 10250 | 10255 | 6443) => {
+            remote_service("T1552.007", "Unsecured Credentials: Container API")
+        }
+        (true, 22) => remote_service("T1021.004", "Remote Services: SSH"),
+        (true, 3389) | (false, 3389) => {
+            remote_service("T1021.001", "Remote Services: Remote Desktop Protocol")
+        }
+        (true, 5985 | 5986) => {
+            remote_service("T1021.006", "Remote Services: Windows Remote Management")
+        }
+        (true, 5900..=5903) => remote_service("T1021.005", "Remote Services: VNC"),
+        (true, 445) => remote_service("T1021.002", "Remote Services: SMB/Windows Admin Shares"),
+        _ => (
+            technique("T1210", "Exploitation of Remote Services"),
+            Severity::Medium,
+        ),
+    }
+}

@@ -1,0 +1,366 @@
+//! Learn mode: aggregate observed flows into edges at identity granularity
+//! (replicas are one identity, client ports are folded by the kernel into
+//! the service port), write them as a deterministic baseline, keep the
+//! evidence apart, and checkpoint so a restart resumes.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    format::{BaselineDoc, Edge, Located},
+    matcher::ObservedEdge,
+    selector::exact_selector,
+};
+use crate::{
+    flow::{Direction, Transport},
+    identity::{ResolvedFlow, model::Identity},
+};
+
+/// Client, server and the ports between them.
+type Ends = (Identity, Identity, BTreeSet<(Transport, u16)>);
+
+/// Samples kept per edge and end.
+const SAMPLES: usize = 5;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeEvidence {
+    pub from: Identity,
+    pub to: Identity,
+    pub port: u16,
+    pub transport: Transport,
+    #[serde(with = "rfc3339")]
+    pub first_seen: SystemTime,
+    #[serde(with = "rfc3339")]
+    pub last_seen: SystemTime,
+    /// Occurrences (connections, datagrams) over every observation.
+    pub count: u64,
+    /// Occurrences that were only attempts (TCP connects that never
+    /// completed): an edge with nothing else was never seen working.
+    #[serde(default)]
+    pub attempts: u64,
+    /// Flows seen from the client's side (egress) and the server's (ingress).
+    pub egress_observations: u64,
+    pub ingress_observations: u64,
+    pub from_pods: BTreeSet<String>,
+    pub to_pods: BTreeSet<String>,
+    pub from_processes: BTreeSet<String>,
+    pub to_processes: BTreeSet<String>,
+}
+
+/// What a restart resumes from (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub version: u32,
+    #[serde(with = "rfc3339")]
+    pub started: SystemTime,
+    #[serde(with = "rfc3339_opt")]
+    pub last_new_edge: Option<SystemTime>,
+    pub unattributed: u64,
+    pub edges: Vec<EdgeEvidence>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Learner {
+    edges: BTreeMap<ObservedEdge, EdgeEvidence>,
+    started: SystemTime,
+    last_new_edge: Option<SystemTime>,
+    /// Flows with an end no baseline can name (unknown cgroup, say).
+    unattributed: u64,
+}
+
+impl Learner {
+    pub fn new(now: SystemTime) -> Self {
+        Self {
+            edges: BTreeMap::new(),
+            started: now,
+            last_new_edge: None,
+            unattributed: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.edges.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.edges.is_empty()
+    }
+
+    pub fn edges(&self) -> impl Iterator<Item = &ObservedEdge> {
+        self.edges.keys()
+    }
+
+    /// Takes in `count` occurrences of a flow; returns the edge when it is
+    /// new.
+    pub fn observe(
+        &mut self,
+        flow: &ResolvedFlow,
+        count: u64,
+        now: SystemTime,
+    ) -> Option<ObservedEdge> {
+        let edge = ObservedEdge::of(flow);
+        // Port 0 is no service (an unbound send); a baseline cannot name it.
+        if edge.port == 0
+            || exact_selector(&edge.from).is_none()
+            || exact_selector(&edge.to).is_none()
+        {
+            self.unattributed += count;
+            return None;
+        }
+        let egress = flow.flow.key.direction == Direction::Egress;
+        let (from_end, to_end) = if egress {
+            (&flow.local, &flow.remote)
+        } else {
+            (&flow.remote, &flow.local)
+        };
+        let mut new = false;
+        let evidence = self.edges.entry(edge.clone()).or_insert_with(|| {
+            new = true;
+            EdgeEvidence {
+                from: edge.from.clone(),
+                to: edge.to.clone(),
+                port: edge.port,
+                transport: edge.transport,
+                first_seen: flow.flow.first_seen.min(now),
+                last_seen: now,
+                count: 0,
+                attempts: 0,
+                egress_observations: 0,
+                ingress_observations: 0,
+                from_pods: BTreeSet::new(),
+                to_pods: BTreeSet::new(),
+                from_processes: BTreeSet::new(),
+                to_processes: BTreeSet::new(),
+            }
+        });
+        evidence.count += count;
+        if flow.flow.key.outcome == crate::flow::Outcome::Attempted {
+            evidence.attempts += count;
+        }
+        evidence.last_seen = evidence.last_seen.max(now);
+        if egress {
+            evidence.egress_observations += 1;
+        } else {
+            evidence.ingress_observations += 1;
+        }
+        let sample = |set: &mut BTreeSet<String>, value: Option<String>| {
+            if let Some(value) = value
+                && set.len() < SAMPLES
+            {
+                set.insert(value);
+            }
+        };
+        sample(
+            &mut evidence.from_pods,
+            from_end
+                .pod
+                .as_ref()
+                .map(|p| format!("{}/{}", p.namespace, p.name)),
+        );
+        sample(
+            &mut evidence.to_pods,
+            to_end
+                .pod
+                .as_ref()
+                .map(|p| format!("{}/{}", p.namespace, p.name)),
+        );
+        let process = flow.flow.process.as_ref().map(|p| p.name.clone());
+        if egress {
+            sample(&mut evidence.from_processes, process);
+        } else {
+            sample(&mut evidence.to_processes, process);
+        }
+        if new {
+            self.last_new_edge = Some(now);
+            Some(edge)
+        } else {
+            None
+        }
+    }
+
+    /// Time since the last new edge (since the start when there was none).
+    pub fn converged_for(&self, now: SystemTime) -> Duration {
+        now.duration_since(self.last_new_edge.unwrap_or(self.started))
+            .unwrap_or_default()
+    }
+
+    /// The learned baseline: one edge per (client, server) with every port
+    /// seen, sorted; no timestamps, no counts, so two runs that saw the
+    /// same paths write the same bytes.
+    pub fn baseline(&self, name: &str) -> BaselineDoc {
+        let mut grouped: BTreeMap<(String, String), Ends> = BTreeMap::new();
+        for edge in self.edges.keys() {
+            let entry = grouped
+                .entry((edge.from.canonical(), edge.to.canonical()))
+                .or_insert_with(|| (edge.from.clone(), edge.to.clone(), BTreeSet::new()));
+            entry.2.insert((edge.transport, edge.port));
+        }
+        let mut doc = BaselineDoc::new(name);
+        for (from, to, ports) in grouped.into_values() {
+            let (Some(from), Some(to)) = (exact_selector(&from), exact_selector(&to)) else {
+                continue;
+            };
+            doc.spec.edges.push(Located::new(Edge {
+                from: Located::new(from),
+                to: Located::new(to),
+                ports: Located::new(
+                    ports
+                        .into_iter()
+                        .map(|(transport, port)| Located::new(format!("{port}/{transport}")))
+                        .collect(),
+                ),
+                reason: None,
+                owner: None,
+                expires: None,
+            }));
+        }
+        doc
+    }
+
+    /// The evidence behind the learned edges, sorted like the baseline.
+    pub fn evidence(&self, now: SystemTime) -> Evidence {
+        Evidence {
+            started: self.started,
+            last_new_edge: self.last_new_edge,
+            converged_for_secs: self.converged_for(now).as_secs(),
+            unattributed_flows: self.unattributed,
+            edges: self.edges.values().cloned().collect(),
+        }
+    }
+
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            version: 1,
+            started: self.started,
+            last_new_edge: self.last_new_edge,
+            unattributed: self.unattributed,
+            edges: self.edges.values().cloned().collect(),
+        }
+    }
+
+    pub fn resume(checkpoint: Checkpoint) -> Self {
+        Self {
+            edges: checkpoint
+                .edges
+                .into_iter()
+                .map(|e| {
+                    let key = ObservedEdge {
+                        from: e.from.clone(),
+                        to: e.to.clone(),
+                        port: e.port,
+                        transport: e.transport,
+                    };
+                    (key, e)
+                })
+                .collect(),
+            started: checkpoint.started,
+            last_new_edge: checkpoint.last_new_edge,
+            unattributed: checkpoint.unattributed,
+        }
+    }
+
+    /// Resumes from `path` when it exists, else starts afresh.
+    pub fn load_or_new(path: Option<&Path>, now: SystemTime) -> anyhow::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::new(now));
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let checkpoint: Checkpoint = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("reading checkpoint {}", path.display()))?;
+                anyhow::ensure!(
+                    checkpoint.version == 1,
+                    "checkpoint {} has version {}; this eastwatch reads version 1",
+                    path.display(),
+                    checkpoint.version
+                );
+                Ok(Self::resume(checkpoint))
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Self::new(now)),
+            Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Evidence {
+    #[serde(with = "rfc3339")]
+    pub started: SystemTime,
+    #[serde(with = "rfc3339_opt")]
+    pub last_new_edge: Option<SystemTime>,
+    pub converged_for_secs: u64,
+    pub unattributed_flows: u64,
+    pub edges: Vec<EdgeEvidence>,
+}
+
+/// The YAML text of a baseline, as every command writes it.
+pub fn to_yaml(doc: &BaselineDoc) -> anyhow::Result<String> {
+    serde_saphyr::to_string(doc).context("serializing the baseline")
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same
+/// directory, synced, then renamed over the old one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename itself is durable once the directory is.
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
+
+pub mod rfc3339 {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_rfc3339_micros(*time).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_rfc3339_weak(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+pub mod rfc3339_opt {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(time: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match time {
+            Some(time) => super::rfc3339::serialize(time, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| humantime::parse_rfc3339_weak(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}

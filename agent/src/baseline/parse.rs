@@ -1,0 +1,46 @@
+//! Reading YAML with serde-saphyr: structural errors come with the line
+//! and column the parser stopped at; values keep their positions
+//! ([`super::format::Located`]) for the semantic checks that follow.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+
+use super::{diag::Diagnostic, format::Pos};
+
+/// Deserializes `text` (named `file` in messages).
+pub fn from_str<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, Vec<Diagnostic>> {
+    let options = serde_saphyr::options! { with_snippet: false };
+    serde_saphyr::from_str_with_options::<T>(text, options).map_err(|err| {
+        let at = err.location().filter(|l| l.line() > 0).map(|l| Pos {
+            line: l.line(),
+            column: l.column(),
+        });
+        vec![Diagnostic::error(file, at, message_of(&err))]
+    })
+}
+
+/// Reads and deserializes a file.
+pub fn read<T: DeserializeOwned>(path: &Path) -> Result<(T, String), Vec<Diagnostic>> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        vec![Diagnostic::error(
+            &file,
+            None,
+            format!("cannot read: {err}"),
+        )]
+    })?;
+    let value = from_str(&text, &file)?;
+    Ok((value, text))
+}
+
+/// The parser's message without the location it appends (we print
+/// `file:line:col` ourselves).
+fn message_of(err: &serde_saphyr::Error) -> String {
+    let text = err.without_snippet().to_string();
+    let text = match text.rfind(" at line ") {
+        Some(index) => text[..index].to_owned(),
+        None => text,
+    };
+    text.trim().to_owned()
+}

@@ -1,0 +1,487 @@
+//! The long-running side of baselines: `eastwatch learn`, `monitor` and
+//! `run` share this loop. Flows are resolved, then each goes to the learner
+//! or the judge by the mode of its local end's scope; alerts go to every
+//! sink. Status lines (`ready`, `learned`, `learn_progress`, `summary`)
+//! are JSON lines on stdout next to the alerts.
+
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+use super::{
+    config::{self, Scopes},
+    judge::{Judge, JudgeConfig},
+    learn::{self, Learner},
+    matcher::{Matcher, ObservedEdge},
+    reload::{self, Contents},
+    validate::{self, Baseline},
+};
+use crate::{
+    alert::{Alert, AlertKind, AlertSink, Mode, Severity},
+    alert_jsonl::JsonLinesSink,
+    identity::{Resolve, ResolvedFlow},
+    sensor::{Observation, Sensor, SensorConfig},
+};
+
+/// Where learn mode writes.
+#[derive(Debug, Clone)]
+pub struct LearnFiles {
+    pub out: PathBuf,
+    pub evidence: Option<PathBuf>,
+    pub checkpoint: Option<PathBuf>,
+    /// `metadata.name` of the learned baseline.
+    pub name: String,
+}
+
+pub struct RunSetup {
+    pub command: &'static str,
+    pub sensor: SensorConfig,
+    pub duration: Option<Duration>,
+    pub scopes: Scopes,
+    pub baseline: Option<PathBuf>,
+    pub judge: JudgeConfig,
+    pub alerts_file: Option<PathBuf>,
+    pub learn: Option<LearnFiles>,
+    /// `run`: the config file, watched too.
+    pub config: Option<PathBuf>,
+    /// How often learned state is checkpointed and progress printed.
+    pub checkpoint_every: Duration,
+}
+
+/// Prints one status line on stdout.
+pub fn status(value: Value) {
+    let mut line = value.to_string();
+    line.push('\n');
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(line.as_bytes());
+    let _ = out.flush();
+}
+
+struct Engine {
+    resolver: Box<dyn Resolve + Send>,
+    scopes: Scopes,
+    learner: Option<Learner>,
+    learn: Option<LearnFiles>,
+    judge: Option<Judge>,
+    judge_config: JudgeConfig,
+    sinks: Vec<Box<dyn AlertSink>>,
+    sink_errors: u64,
+    baseline_file: Option<Contents>,
+    config_file: Option<Contents>,
+}
+
+impl Engine {
+    fn deliver(&mut self, alerts: Vec<Alert>) {
+        for alert in alerts {
+            for sink in &mut self.sinks {
+                if let Err(err) = sink.deliver(&alert) {
+                    self.sink_errors += 1;
+                    warn!(%err, "alert sink failed");
+                }
+            }
+        }
+    }
+
+    fn observe(&mut self, observation: Observation, now: SystemTime) {
+        match observation {
+            Observation::Flow(flow) => {
+                let count = flow.count.max(1);
+                let resolved = self.resolver.resolve(&flow);
+                self.take(&resolved, count, now);
+            }
+            Observation::Count(update) => {
+                let resolved = self.resolver.resolve(&update.flow);
+                self.take(&resolved, update.delta, now);
+            }
+            Observation::Loss(loss) => {
+                let alert = Alert {
+                    kind: AlertKind::VisibilityGap,
+                    time: now,
+                    severity: Severity::Medium,
+                    summary: "the kernel lost flow events; some flows were not judged".into(),
+                    mode: Mode::Monitor,
+                    node: self.judge_config.node.clone(),
+                    flow: None,
+                    source: None,
+                    destination: None,
+                    verdict: None,
+                    rule: None,
+                    baseline_digest: self.judge.as_ref().map(|j| j.digest().to_owned()),
+                    technique: None,
+                    details: loss
+                        .new
+                        .iter()
+                        .map(|(name, grew)| (name.to_string(), grew.to_string()))
+                        .collect(),
+                };
+                self.deliver(vec![alert]);
+            }
+        }
+    }
+
+    fn take(&mut self, flow: &ResolvedFlow, count: u64, now: SystemTime) {
+        match self.scopes.mode_for(&flow.local.identity) {
+            Mode::Learn => {
+                if let Some(learner) = &mut self.learner
+                    && let Some(edge) = learner.observe(flow, count, now)
+                {
+                    status(learned_line(&edge));
+                }
+            }
+            Mode::Monitor => {
+                if let Some(judge) = &mut self.judge {
+                    let alerts = judge.judge(flow, count, now);
+                    self.deliver(alerts);
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, now: SystemTime) {
+        if let Some(judge) = &mut self.judge {
+            let reports = judge.tick(now);
+            self.deliver(reports);
+        }
+    }
+
+    /// Writes the learned baseline, the evidence and the checkpoint.
+    fn save_learned(&self, now: SystemTime) -> anyhow::Result<()> {
+        let (Some(learner), Some(files)) = (&self.learner, &self.learn) else {
+            return Ok(());
+        };
+        if let Some(checkpoint) = &files.checkpoint {
+            let bytes = serde_json::to_vec_pretty(&learner.checkpoint())?;
+            learn::write_atomic(checkpoint, &bytes)?;
+        }
+        let yaml = learn::to_yaml(&learner.baseline(&files.name))?;
+        learn::write_atomic(&files.out, yaml.as_bytes())?;
+        if let Some(evidence) = &files.evidence {
+            let bytes = serde_json::to_vec_pretty(&learner.evidence(now))?;
+            learn::write_atomic(evidence, &bytes)?;
+        }
+        Ok(())
+    }
+
+    fn progress(&self, now: SystemTime) {
+        if let Some(learner) = &self.learner {
+            status(json!({
+                "event": "learn_progress",
+                "edges": learner.len(),
+                "converged_for_secs": learner.converged_for(now).as_secs(),
+            }));
+        }
+    }
+
+    /// Re-reads the config and the baseline after a change on disk.
+    fn reload(&mut self, now: SystemTime) {
+        if let Some(contents) = &mut self.config_file
+            && contents.changed()
+        {
+            let path = contents.path.clone();
+            match config::load(&path) {
+                Ok(config) => {
+                    info!(file = %path.display(), "config reloaded");
+                    self.scopes = config.scopes;
+                    if let Some(window) = config.window {
+                        self.judge_config.window = window;
+                    }
+                    if let Some(threshold) = config.fan_out_threshold {
+                        self.judge_config.fan_out_threshold = threshold;
+                    }
+                    if let Some(judge) = &mut self.judge {
+                        judge.set_config(self.judge_config.clone());
+                    }
+                    if let Some(baseline) = config.baseline
+                        && self
+                            .baseline_file
+                            .as_ref()
+                            .is_none_or(|b| b.path != baseline)
+                    {
+                        self.baseline_file = Some(Contents::new(baseline));
+                    }
+                    self.deliver(vec![self.health(
+                        now,
+                        Severity::Info,
+                        "config-applied",
+                        format!("config {} reloaded", path.display()),
+                        BTreeMap::from([("file".into(), path.display().to_string())]),
+                    )]);
+                }
+                Err(rejected) => {
+                    warn!(file = %path.display(), errors = %rejected, "config change rejected");
+                    self.deliver(vec![self.health(
+                        now,
+                        Severity::High,
+                        "config-rejected",
+                        format!(
+                            "config {} rejected; the previous config stays in force",
+                            path.display()
+                        ),
+                        BTreeMap::from([
+                            ("file".into(), path.display().to_string()),
+                            ("errors".into(), rejected.to_string()),
+                        ]),
+                    )]);
+                }
+            }
+        }
+        let Some(contents) = &mut self.baseline_file else {
+            return;
+        };
+        if !contents.changed() {
+            return;
+        }
+        let path = contents.path.clone();
+        match validate::load(&path, now) {
+            Ok((baseline, warnings)) => {
+                if self
+                    .judge
+                    .as_ref()
+                    .is_some_and(|j| j.digest() == baseline.digest)
+                {
+                    return;
+                }
+                let digest = baseline.digest.clone();
+                let edges = baseline.rules.len();
+                let matcher = Arc::new(Matcher::new(Arc::new(baseline)));
+                let pending = match &mut self.judge {
+                    Some(judge) => judge.replace(matcher, now),
+                    None => {
+                        self.judge = Some(Judge::new(matcher, self.judge_config.clone()));
+                        Vec::new()
+                    }
+                };
+                self.deliver(pending);
+                info!(file = %path.display(), %digest, edges, "baseline reloaded");
+                let warnings: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
+                let mut details = BTreeMap::from([
+                    ("file".into(), path.display().to_string()),
+                    ("edges".into(), edges.to_string()),
+                ]);
+                if !warnings.is_empty() {
+                    details.insert("warnings".into(), warnings.join("\n"));
+                }
+                self.deliver(vec![self.health(
+                    now,
+                    Severity::Info,
+                    "baseline-applied",
+                    format!("baseline {} applied ({edges} edges)", path.display()),
+                    details,
+                )]);
+            }
+            Err(rejected) => {
+                warn!(file = %path.display(), errors = %rejected, "baseline change rejected");
+                self.deliver(vec![self.health(
+                    now,
+                    Severity::High,
+                    "baseline-rejected",
+                    format!(
+                        "baseline {} rejected; the last good baseline stays in force",
+                        path.display()
+                    ),
+                    BTreeMap::from([
+                        ("file".into(), path.display().to_string()),
+                        ("errors".into(), rejected.to_string()),
+                    ]),
+                )]);
+            }
+        }
+    }
+
+    fn health(
+        &self,
+        now: SystemTime,
+        severity: Severity,
+        verdict: &str,
+        summary: String,
+        details: BTreeMap<String, String>,
+    ) -> Alert {
+        Alert {
+            kind: AlertKind::AgentHealth,
+            time: now,
+            severity,
+            summary,
+            mode: Mode::Monitor,
+            node: self.judge_config.node.clone(),
+            flow: None,
+            source: None,
+            destination: None,
+            verdict: Some(verdict.to_owned()),
+            rule: None,
+            baseline_digest: self.judge.as_ref().map(|j| j.digest().to_owned()),
+            technique: None,
+            details,
+        }
+    }
+}
+
+fn learned_line(edge: &ObservedEdge) -> Value {
+    json!({
+        "event": "learned",
+        "from": edge.from.canonical(),
+        "to": edge.to.canonical(),
+        "port": edge.port,
+        "transport": edge.transport,
+    })
+}
+
+/// Loads the first baseline; errors name every problem with its position.
+pub fn initial_baseline(path: &std::path::Path) -> anyhow::Result<Baseline> {
+    let (baseline, warnings) = validate::load(path, SystemTime::now())
+        .map_err(|rejected| anyhow::anyhow!("{rejected}"))?;
+    for warning in warnings {
+        warn!("{warning}");
+    }
+    Ok(baseline)
+}
+
+pub async fn run(setup: RunSetup, resolver: Box<dyn Resolve + Send>) -> anyhow::Result<()> {
+    crate::privileges::check(setup.command)?;
+    let started = Instant::now();
+    let now = SystemTime::now();
+    // Loaded whenever there is a baseline: a config reload may turn a
+    // learning scope into a monitored one.
+    let judge = match (&setup.baseline, setup.scopes.any(Mode::Monitor)) {
+        (Some(path), _) => {
+            let baseline = initial_baseline(path)?;
+            Some(Judge::new(
+                Arc::new(Matcher::new(Arc::new(baseline))),
+                setup.judge.clone(),
+            ))
+        }
+        (None, true) => anyhow::bail!("monitoring needs a baseline"),
+        _ => None,
+    };
+    let learner = match &setup.learn {
+        Some(files) => Some(Learner::load_or_new(files.checkpoint.as_deref(), now)?),
+        None => None,
+    };
+    let resumed = learner.as_ref().map_or(0, Learner::len);
+    let mut sinks: Vec<Box<dyn AlertSink>> = vec![Box::new(JsonLinesSink::stdout())];
+    if let Some(path) = &setup.alerts_file {
+        sinks.push(Box::new(JsonLinesSink::file(path).with_context(|| {
+            format!("opening the alerts file {}", path.display())
+        })?));
+    }
+    let mut watched: Vec<&std::path::Path> = Vec::new();
+    if let Some(path) = &setup.baseline {
+        watched.push(path);
+    }
+    if let Some(path) = &setup.config {
+        watched.push(path);
+    }
+    let mut watch = if watched.is_empty() {
+        None
+    } else {
+        Some(reload::watch(&watched)?)
+    };
+    let mut engine = Engine {
+        resolver,
+        scopes: setup.scopes.clone(),
+        learner,
+        learn: setup.learn.clone(),
+        judge,
+        judge_config: setup.judge.clone(),
+        sinks,
+        sink_errors: 0,
+        baseline_file: setup.baseline.clone().map(Contents::new),
+        config_file: setup.config.clone().map(Contents::new),
+    };
+    // Record what is on disk now, so only later changes count.
+    if let Some(contents) = &mut engine.baseline_file {
+        contents.changed();
+    }
+    if let Some(contents) = &mut engine.config_file {
+        contents.changed();
+    }
+
+    let (mut sensor, startup) = Sensor::start(setup.sensor.clone()).await?;
+    for observation in sensor.take_pending() {
+        engine.observe(observation, SystemTime::now());
+    }
+    status(json!({
+        "event": "ready",
+        "command": setup.command,
+        "programs": startup.programs.len(),
+        "baseline_digest": engine.judge.as_ref().map(|j| j.digest().to_owned()),
+        "baseline_edges": engine.judge.as_ref().map(|j| j.matcher().baseline().rules.len()),
+        "learned_edges_resumed": resumed,
+    }));
+
+    let deadline = async {
+        match setup.duration {
+            Some(duration) => tokio::time::sleep(duration).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut checkpoint = tokio::time::interval(setup.checkpoint_every);
+    checkpoint.tick().await;
+    loop {
+        tokio::select! {
+            observations = sensor.next() => {
+                let now = SystemTime::now();
+                for observation in observations? {
+                    engine.observe(observation, now);
+                }
+            }
+            _ = tick.tick() => engine.tick(SystemTime::now()),
+            _ = checkpoint.tick() => {
+                let now = SystemTime::now();
+                if let Err(err) = engine.save_learned(now) {
+                    warn!(%err, "checkpoint failed");
+                }
+                engine.progress(now);
+            }
+            Some(()) = async {
+                match &mut watch {
+                    Some(watch) => watch.events.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // Let a burst of events (a ConfigMap swap is several) settle.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Some(watch) = &mut watch {
+                    while watch.events.try_recv().is_ok() {}
+                }
+                engine.reload(SystemTime::now());
+            }
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            _ = &mut deadline => break,
+        }
+    }
+    let now = SystemTime::now();
+    for observation in sensor.stop()? {
+        engine.observe(observation, now);
+    }
+    if let Some(judge) = &mut engine.judge {
+        let reports = judge.finish(now);
+        engine.deliver(reports);
+    }
+    engine.save_learned(now)?;
+    status(json!({
+        "event": "summary",
+        "command": setup.command,
+        "duration_secs": started.elapsed().as_secs_f64(),
+        "judge": engine.judge.as_ref().map(|j| j.stats().clone()),
+        "unused_rules": engine.judge.as_ref().map(Judge::unused_rules),
+        "learned_edges": engine.learner.as_ref().map(Learner::len),
+        "converged_for_secs": engine.learner.as_ref().map(|l| l.converged_for(now).as_secs()),
+        "sink_errors": engine.sink_errors,
+        "agent": sensor.stats(),
+    }));
+    Ok(())
+}
