@@ -36,8 +36,9 @@ enum Task {
     },
     /// cargo fmt --check and clippy -D warnings, eBPF crate included.
     Lint,
-    /// Flows judged per second: the baseline matcher against a linear scan,
-    /// for 10k- and 100k-edge baselines (release build).
+    /// Flows judged per second (compiled matcher against a linear scan, 10k-
+    /// and 100k-edge baselines), then the kernel programs' cost to traffic
+    /// and the agent's event intake (root).
     Bench,
     /// Build and run `eastwatch observe` on this machine (needs root).
     Observe {
@@ -63,9 +64,7 @@ fn main() -> anyhow::Result<()> {
             }
             test(&root, filter.as_deref())
         }
-        Task::Bench => {
-            run(cargo(&root).args(["bench", "--package", "eastwatch", "--bench", "matcher"]))
-        }
+        Task::Bench => bench(&root),
         Task::Observe { args } => {
             let binary = build_release(&root)?;
             run(Command::new(binary).arg("observe").args(args))
@@ -131,6 +130,25 @@ fn lint(root: &Path) -> anyhow::Result<()> {
         ])
         .arg(root.join("target/ebpf-clippy"))
         .args(["--", "-D", "warnings"]))
+}
+
+/// The baseline matcher, then what the kernel programs cost and how fast
+/// the agent takes events in (needs root).
+fn bench(root: &Path) -> anyhow::Result<()> {
+    run(cargo(root).args(["bench", "--package", "eastwatch", "--bench", "matcher"]))?;
+    if !setup::is_root() {
+        bail!("the kernel benchmark attaches eBPF programs: run `cargo xtask bench` as root");
+    }
+    let binary = build_release(root)?;
+    run(cargo(root).args([
+        "build",
+        "--release",
+        "--package",
+        "eastwatch-tests",
+        "--bin",
+        "eastwatch-kbench",
+    ]))?;
+    run(Command::new(root.join("target/release/eastwatch-kbench")).env("EASTWATCH_BIN", binary))
 }
 
 fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
