@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod cgroup;
 pub mod events;
+pub mod kube_api;
 pub mod netns;
 pub mod spawn;
 

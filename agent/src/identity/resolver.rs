@@ -84,7 +84,15 @@ impl IdentityResolver {
             .context("inventory")?;
         let kube = match discovery {
             Discovery::Off { reason } => Kube::Off { reason },
-            Discovery::Found { config, source, .. } => match kube::Client::try_from(config) {
+            Discovery::Found {
+                mut config, source, ..
+            } => match {
+                // The client's own retries (up to 15, minutes in all) would
+                // hide an overloaded API server; the watches retry with
+                // their own backoff and report each failure.
+                config.default_retry = false;
+                kube::Client::try_from(config)
+            } {
                 Ok(client) => {
                     info!(%source, "Kubernetes identity on");
                     let watches = KubeSource::start(

@@ -35,6 +35,9 @@ enum Cached {
 pub struct OwnerCache {
     client: Client,
     entries: Mutex<HashMap<(String, &'static str, String), Cached>>,
+    /// One fetch at a time, so the two pod watches never fetch one owner
+    /// twice.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 /// The controller reference among a pod's owners.
@@ -50,6 +53,7 @@ impl OwnerCache {
         Self {
             client,
             entries: Mutex::new(HashMap::new()),
+            fetching: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -108,10 +112,17 @@ impl OwnerCache {
             _ => "Job",
         };
         let key = (namespace.to_owned(), kind_key, name.to_owned());
-        match self.lookup(&key) {
-            Some(Cached::Known(parent)) => return Ok(parent),
-            Some(Cached::Failed(at)) if at.elapsed() < RETRY_AFTER => return Err(()),
-            _ => {}
+        let cached = |cache: &Self| match cache.lookup(&key) {
+            Some(Cached::Known(parent)) => Some(Ok(parent)),
+            Some(Cached::Failed(at)) if at.elapsed() < RETRY_AFTER => Some(Err(())),
+            _ => None,
+        };
+        if let Some(known) = cached(self) {
+            return known;
+        }
+        let _one_at_a_time = self.fetching.lock().await;
+        if let Some(known) = cached(self) {
+            return known;
         }
         let fetched = tokio::time::timeout(FETCH_TIMEOUT, async {
             let meta = match kind_key {
