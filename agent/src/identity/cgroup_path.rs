@@ -209,9 +209,9 @@ fn host_container(ancestors: &[&str], component: &str) -> Option<HostContainer> 
     if !is_container_id(component) {
         return None;
     }
-    let runtime = match ancestors.last()? {
-        &"docker" => ContainerRuntime::Docker,
-        &"libpod_parent" => ContainerRuntime::Podman,
+    let runtime = match *ancestors.last()? {
+        "docker" => ContainerRuntime::Docker,
+        "libpod_parent" => ContainerRuntime::Podman,
         _ => return None,
     };
     Some(HostContainer {

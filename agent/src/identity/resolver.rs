@@ -84,15 +84,7 @@ impl IdentityResolver {
             .context("inventory")?;
         let kube = match discovery {
             Discovery::Off { reason } => Kube::Off { reason },
-            Discovery::Found {
-                mut config, source, ..
-            } => match {
-                // The client's own retries (up to 15, minutes in all) would
-                // hide an overloaded API server; the watches retry with
-                // their own backoff and report each failure.
-                config.default_retry = false;
-                kube::Client::try_from(config)
-            } {
+            Discovery::Found { config, source, .. } => match client(*config) {
                 Ok(client) => {
                     info!(%source, "Kubernetes identity on");
                     let watches = KubeSource::start(
@@ -162,6 +154,18 @@ impl IdentityResolver {
             kubernetes,
         }
     }
+}
+
+/// A client whose failures the watches see.
+fn client(mut config: kube::Config) -> Result<kube::Client, kube::Error> {
+    // The client's own retries (up to 15, minutes in all) would hide an
+    // overloaded API server; the watches retry with their own backoff and
+    // report each failure.
+    config.default_retry = false;
+    // A server that accepts but never answers must fail a list too
+    // (watches end every 55 s, so a live one is never idle this long).
+    config.read_timeout = Some(std::time::Duration::from_secs(75));
+    kube::Client::try_from(config)
 }
 
 fn host_name() -> String {

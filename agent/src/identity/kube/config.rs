@@ -12,7 +12,7 @@ pub enum Discovery {
     /// Kubernetes is not used; `reason` says why.
     Off { reason: String },
     Found {
-        config: kube::Config,
+        config: Box<kube::Config>,
         /// Where the config came from (a path, or `in-cluster`).
         source: String,
         /// The current context's cluster, when a kubeconfig names one.
@@ -40,7 +40,7 @@ pub async fn discover(disabled: bool, explicit: Option<&Path>) -> anyhow::Result
     {
         return Ok(match kube::Config::incluster() {
             Ok(config) => Discovery::Found {
-                config,
+                config: Box::new(config),
                 source: "in-cluster service account".into(),
                 cluster_name: None,
             },
@@ -97,7 +97,7 @@ async fn found(kubeconfig: Kubeconfig, source: String) -> anyhow::Result<Discove
     let config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     Ok(Discovery::Found {
-        config,
+        config: Box::new(config),
         source,
         cluster_name,
     })
