@@ -29,6 +29,7 @@ use serde_json::json;
 
 const FRONTEND_UID: &str = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b";
 const API_UID: &str = "7a2b3c4d-5e6f-4a70-8b9c-0d1e2f3a4b5c";
+const NODE_AGENT_UID: &str = "9c4d5e6f-7081-4c92-ad0e-1f2a3b4c5d6e";
 const CONTAINER: &str = "a3f9c2e1d4b5a6978877665544332211a3f9c2e1d4b5a6978877665544332211";
 
 fn pod_cgroup(uid: &str) -> String {
@@ -137,6 +138,27 @@ fn cluster(api: &FakeApi) {
     );
     api.apply(Resource::Nodes, objects::node("node-a", "192.0.2.1"));
     api.apply(Resource::Nodes, objects::node("node-b", "192.0.2.2"));
+    // A DaemonSet's hostNetwork pod: its address is node-a's.
+    let mut agent = objects::pod(&PodSpec {
+        namespace: "kube-system",
+        deployment: "node-agent",
+        hash: "unused",
+        suffix: "unused",
+        uid: NODE_AGENT_UID,
+        node: "node-a",
+        ip: "192.0.2.1",
+        service_account: "node-agent",
+        labels: &json!({"app": "node-agent", "controller-revision-hash": "6d8f7b9c5", "pod-template-generation": "1"}),
+    });
+    agent["metadata"]["name"] = "node-agent-7xq2p".into();
+    agent["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "node-agent",
+        "uid": objects::uid_from("ds/node-agent"), "controller": true, "blockOwnerDeletion": true}]);
+    agent["metadata"]["labels"]
+        .as_object_mut()
+        .expect("labels")
+        .remove("pod-template-hash");
+    agent["spec"]["hostNetwork"] = true.into();
+    api.apply(Resource::Pods, agent);
 }
 
 struct Setup {
@@ -320,6 +342,37 @@ async fn both_ends_of_pod_service_node_and_external_flows() {
     assert_eq!(
         external.unresolved.as_deref(),
         Some("no pod, Service or node has 203.0.113.9")
+    );
+
+    // A hostNetwork pod: itself by its cgroup, its node by its address.
+    let host_pod = resolver.resolve(&flow(
+        &pod_cgroup(NODE_AGENT_UID),
+        Direction::Egress,
+        "10.1.0.3",
+        8080,
+        host_netns,
+    ));
+    assert_eq!(
+        id(&host_pod.local),
+        "workload:kube-system/daemonset/node-agent"
+    );
+    assert_eq!(
+        host_pod.local.identity.workload().map(|w| w.labels.clone()),
+        Some([("app".to_owned(), "node-agent".to_owned())].into()),
+        "no revision labels"
+    );
+    assert_eq!(id(&resolve_remote(&resolver, "192.0.2.1")), "node:node-a");
+    let host_looped = resolver.resolve(&flow(
+        &pod_cgroup(NODE_AGENT_UID),
+        Direction::Egress,
+        "127.0.0.1",
+        9100,
+        host_netns,
+    ));
+    assert_eq!(
+        id(&host_looped.remote),
+        "node:node-a",
+        "hostNetwork loopback is the node"
     );
 
     // A pod cgroup nobody knows.
