@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    identity::IdentityArgs,
     kernel::ProbeConfig,
     observe::{ObserveOptions, output::Format},
     sensor::SensorConfig,
@@ -53,6 +54,8 @@ pub struct ObserveArgs {
     pub format: Format,
     #[command(flatten)]
     pub sensor: SensorArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
 }
 
 /// Kernel and sensor tuning shared by every command that watches traffic.
@@ -104,6 +107,7 @@ impl ObserveArgs {
             duration: self.duration,
             format: self.format,
             sensor: self.sensor.config(),
+            identity: self.identity.clone(),
         }
     }
 }

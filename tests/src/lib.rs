@@ -7,7 +7,9 @@
 pub mod agent;
 pub mod cgroup;
 pub mod events;
+pub mod kube_api;
 pub mod netns;
+pub mod pods;
 pub mod spawn;
 
 pub use agent::Agent;

@@ -238,6 +238,14 @@ pub struct ResolvedEnd {
     pub pod: Option<PodRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>` for
+    /// workloads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
+    /// When a Service's endpoints span several workloads: the ones not
+    /// chosen as `identity` (which is the first by canonical id).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_backends: Vec<Identity>,
 }
 
 impl ResolvedEnd {
@@ -249,6 +257,8 @@ impl ResolvedEnd {
             service: None,
             pod: None,
             container_id: None,
+            spiffe_id: None,
+            other_backends: Vec::new(),
         }
     }
 }

@@ -2,28 +2,40 @@
 
 pub mod output;
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
 use self::output::{Format, Printer};
-use crate::sensor::{Sensor, SensorConfig};
+use crate::{
+    identity::{IdentityArgs, IdentityResolver},
+    sensor::{Sensor, SensorConfig},
+};
 
 pub struct ObserveOptions {
     pub duration: Option<Duration>,
     pub format: Format,
     pub sensor: SensorConfig,
+    pub identity: IdentityArgs,
 }
 
 pub async fn run(options: ObserveOptions) -> anyhow::Result<()> {
     crate::privileges::check("observe")?;
     let started = Instant::now();
+    // Identity sources first: the Kubernetes watches list while the
+    // programs load.
+    let resolver = IdentityResolver::start(&options.identity).await?;
     let (mut sensor, startup) = Sensor::start(options.sensor).await?;
-    let mut printer = Printer::stdout(options.format);
+    let mut printer = Printer::stdout(options.format).with_resolver(Arc::new(resolver.clone()));
     // Connections older than the agent come first, then `ready`.
     printer.observations(&sensor.take_pending())?;
-    printer.ready(&startup)?;
+    let mut identity = resolver.status();
+    printer.ready(&startup, Some(&identity))?;
+    let mut identity_check = tokio::time::interval(Duration::from_secs(1));
 
     let deadline = async {
         match options.duration {
@@ -43,6 +55,13 @@ pub async fn run(options: ObserveOptions) -> anyhow::Result<()> {
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
             _ = &mut deadline => break,
+            _ = identity_check.tick() => {
+                let now = resolver.status();
+                if now.states() != identity.states() {
+                    printer.identity(&now)?;
+                    identity = now;
+                }
+            }
             _ = toggle.recv() => {
                 let on = sensor.toggle_diagnostics()?;
                 info!(on, "kernel diagnostics switched");

@@ -4,6 +4,7 @@
 use std::{
     io::{self, BufWriter, Stdout, Write},
     net::SocketAddr,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -11,6 +12,11 @@ use serde::Serialize;
 
 use crate::{
     flow::{CgroupRef, Direction, Family, Flow, NetnsRef, Origin, Outcome, Process, Transport},
+    identity::{
+        Resolve, ResolvedFlow,
+        model::{Identity, PodRef, ResolvedEnd, ServiceRef},
+        resolver::IdentityStatus,
+    },
     kernel::counters::KernelCounters,
     sensor::{AgentStats, LossReport, Observation, Startup},
 };
@@ -26,16 +32,55 @@ fn rfc3339(time: SystemTime) -> String {
 }
 
 #[derive(Serialize)]
-struct Endpoint {
+struct Endpoint<'a> {
     address: std::net::IpAddr,
     port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<IdentityRecord<'a>>,
 }
 
-impl From<SocketAddr> for Endpoint {
-    fn from(addr: SocketAddr) -> Self {
+impl<'a> Endpoint<'a> {
+    fn new(addr: SocketAddr, end: Option<&'a ResolvedEnd>) -> Self {
         Self {
             address: addr.ip(),
             port: addr.port(),
+            identity: end.map(IdentityRecord::from),
+        }
+    }
+}
+
+/// A resolved end: its canonical id, the identity's fields, and what else
+/// is known.
+#[derive(Serialize)]
+struct IdentityRecord<'a> {
+    id: String,
+    #[serde(flatten)]
+    identity: &'a Identity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spiffe_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<&'a ServiceRef>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    other_backends: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod: Option<&'a PodRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unresolved: Option<&'a str>,
+}
+
+impl<'a> From<&'a ResolvedEnd> for IdentityRecord<'a> {
+    fn from(end: &'a ResolvedEnd) -> Self {
+        Self {
+            id: end.identity.canonical(),
+            identity: &end.identity,
+            spiffe_id: end.spiffe_id.as_deref(),
+            service: end.service.as_ref(),
+            other_backends: end.other_backends.iter().map(Identity::canonical).collect(),
+            pod: end.pod.as_ref(),
+            container_id: end.container_id.as_deref(),
+            unresolved: end.unresolved.as_deref(),
         }
     }
 }
@@ -48,8 +93,8 @@ struct FlowRecord<'a> {
     transport: Transport,
     family: Family,
     outcome: Outcome,
-    local: Endpoint,
-    remote: Endpoint,
+    local: Endpoint<'a>,
+    remote: Endpoint<'a>,
     service_port: u16,
     cgroup: &'a CgroupRef,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -64,7 +109,12 @@ struct FlowRecord<'a> {
 }
 
 impl<'a> FlowRecord<'a> {
-    fn new(flow: &'a Flow, timestamp: SystemTime, delta: Option<u64>) -> Self {
+    fn new(
+        flow: &'a Flow,
+        resolved: Option<&'a ResolvedFlow>,
+        timestamp: SystemTime,
+        delta: Option<u64>,
+    ) -> Self {
         Self {
             timestamp: rfc3339(timestamp),
             origin: flow.origin,
@@ -72,8 +122,8 @@ impl<'a> FlowRecord<'a> {
             transport: flow.key.transport,
             family: flow.key.family(),
             outcome: flow.key.outcome,
-            local: flow.local.into(),
-            remote: flow.remote.into(),
+            local: Endpoint::new(flow.local, resolved.map(|r| &r.local)),
+            remote: Endpoint::new(flow.remote, resolved.map(|r| &r.remote)),
             service_port: flow.key.service_port,
             cgroup: &flow.owner,
             process: flow.process.as_ref(),
@@ -93,6 +143,14 @@ enum Record<'a> {
         timestamp: String,
         #[serde(flatten)]
         startup: &'a Startup,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        identity: Option<&'a IdentityStatus>,
+    },
+    /// The identity sources changed state (synced, stale, unreachable).
+    Identity {
+        timestamp: String,
+        #[serde(flatten)]
+        status: &'a IdentityStatus,
     },
     Flow(FlowRecord<'a>),
     FlowUpdate(FlowRecord<'a>),
@@ -113,6 +171,7 @@ enum Record<'a> {
 pub struct Printer<W: Write> {
     out: W,
     format: Format,
+    resolver: Option<Arc<dyn Resolve + Send + Sync>>,
 }
 
 impl Printer<BufWriter<Stdout>> {
@@ -123,7 +182,17 @@ impl Printer<BufWriter<Stdout>> {
 
 impl<W: Write> Printer<W> {
     pub fn new(out: W, format: Format) -> Self {
-        Self { out, format }
+        Self {
+            out,
+            format,
+            resolver: None,
+        }
+    }
+
+    /// Every flow record also names both ends' identities.
+    pub fn with_resolver(mut self, resolver: Arc<dyn Resolve + Send + Sync>) -> Self {
+        self.resolver = Some(resolver);
+        self
     }
 
     pub fn into_inner(self) -> W {
@@ -135,11 +204,16 @@ impl<W: Write> Printer<W> {
         self.out.write_all(b"\n")
     }
 
-    pub fn ready(&mut self, startup: &Startup) -> io::Result<()> {
+    pub fn ready(
+        &mut self,
+        startup: &Startup,
+        identity: Option<&IdentityStatus>,
+    ) -> io::Result<()> {
         match self.format {
             Format::Json => self.json(&Record::Ready {
                 timestamp: rfc3339(SystemTime::now()),
                 startup,
+                identity,
             })?,
             Format::Text => writeln!(
                 self.out,
@@ -151,6 +225,21 @@ impl<W: Write> Printer<W> {
                 startup.existing_listeners
             )?,
         }
+        if let (Format::Text, Some(status)) = (self.format, identity) {
+            writeln!(self.out, "{}", identity_text(status))?;
+        }
+        self.out.flush()
+    }
+
+    /// Where the identity sources stand, when that changed.
+    pub fn identity(&mut self, status: &IdentityStatus) -> io::Result<()> {
+        match self.format {
+            Format::Json => self.json(&Record::Identity {
+                timestamp: rfc3339(SystemTime::now()),
+                status,
+            })?,
+            Format::Text => writeln!(self.out, "{}", identity_text(status))?,
+        }
         self.out.flush()
     }
 
@@ -160,23 +249,31 @@ impl<W: Write> Printer<W> {
         }
         let now = SystemTime::now();
         for observation in observations {
-            match (self.format, observation) {
-                (Format::Json, Observation::Flow(flow)) => {
-                    self.json(&Record::Flow(FlowRecord::new(flow, flow.first_seen, None)))?
+            let resolved = match observation {
+                Observation::Flow(flow) => self.resolver.as_ref().map(|r| r.resolve(flow)),
+                Observation::Count(update) => {
+                    self.resolver.as_ref().map(|r| r.resolve(&update.flow))
                 }
+                Observation::Loss(_) => None,
+            };
+            let resolved = resolved.as_ref();
+            match (self.format, observation) {
+                (Format::Json, Observation::Flow(flow)) => self.json(&Record::Flow(
+                    FlowRecord::new(flow, resolved, flow.first_seen, None),
+                ))?,
                 (Format::Json, Observation::Count(update)) => self.json(&Record::FlowUpdate(
-                    FlowRecord::new(&update.flow, now, Some(update.delta)),
+                    FlowRecord::new(&update.flow, resolved, now, Some(update.delta)),
                 ))?,
                 (Format::Json, Observation::Loss(report)) => self.json(&Record::Loss {
                     timestamp: rfc3339(now),
                     report,
                 })?,
                 (Format::Text, Observation::Flow(flow)) => {
-                    let line = text_line(flow, flow.first_seen, "new");
+                    let line = text_line(flow, resolved, flow.first_seen, "new");
                     writeln!(self.out, "{line}")?
                 }
                 (Format::Text, Observation::Count(update)) => {
-                    let line = text_line(&update.flow, now, "more");
+                    let line = text_line(&update.flow, resolved, now, "more");
                     writeln!(self.out, "{line} (+{})", update.delta)?
                 }
                 (Format::Text, Observation::Loss(report)) => {
@@ -217,7 +314,50 @@ impl<W: Write> Printer<W> {
     }
 }
 
-fn text_line(flow: &Flow, at: SystemTime, what: &str) -> String {
+fn identity_text(status: &IdentityStatus) -> String {
+    use crate::identity::resolver::KubernetesStatus;
+    let kubernetes = match &status.kubernetes {
+        KubernetesStatus::Off { reason } => format!("kubernetes off ({reason})"),
+        KubernetesStatus::On { source, resources } => {
+            let states: Vec<String> = resources
+                .iter()
+                .map(|(name, r)| {
+                    let state = serde_json::to_value(&r.state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    format!("{name}={state}/{}", r.objects)
+                })
+                .collect();
+            format!("kubernetes from {source}: {}", states.join(" "))
+        }
+    };
+    let inventory = status
+        .inventory
+        .as_ref()
+        .map(|i| format!(", inventory {} ({} workloads)", i.path, i.workloads))
+        .unwrap_or_default();
+    format!(
+        "# identity: cluster {} node {}, {kubernetes}{inventory}",
+        status.cluster, status.node
+    )
+}
+
+fn end_text(end: &ResolvedEnd) -> String {
+    let mut text = end.identity.canonical();
+    if let Some(service) = &end.service {
+        text.push_str(&format!(
+            " via service {}/{}",
+            service.namespace, service.name
+        ));
+    }
+    if let Some(why) = &end.unresolved {
+        text.push_str(&format!(" ({why})"));
+    }
+    text
+}
+
+fn text_line(flow: &Flow, resolved: Option<&ResolvedFlow>, at: SystemTime, what: &str) -> String {
     let owner = match (&flow.owner.path, flow.owner.unknown) {
         (Some(path), _) => path.to_string(),
         (None, Some(reason)) => format!("unknown:{reason:?}"),
@@ -232,8 +372,11 @@ fn text_line(flow: &Flow, at: SystemTime, what: &str) -> String {
         Direction::Egress => "->",
         Direction::Ingress => "<-",
     };
+    let identities = resolved
+        .map(|r| format!(" | {} {arrow} {}", end_text(&r.local), end_text(&r.remote)))
+        .unwrap_or_default();
     format!(
-        "{} {what:4} {:7} {} {:11} {} {arrow} {} cgroup={owner}{process} count={}",
+        "{} {what:4} {:7} {} {:11} {} {arrow} {} cgroup={owner}{process} count={}{identities}",
         rfc3339(at),
         flow.key.direction.to_string(),
         flow.key.transport,

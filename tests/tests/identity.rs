@@ -1,0 +1,303 @@
+//! Workload identity end to end: "pods" are real processes in
+//! kubepods-shaped cgroups, each in its own network namespace with its pod
+//! IP; a ClusterIP is real nftables DNAT; a local API server describes the
+//! cluster to the agent's real kube-rs client; the agent's JSON names both
+//! ends of every flow.
+
+use eastwatch_tests::{
+    Agent, Peer,
+    events::FlowExt,
+    kube_api::{
+        FakeApi, Resource,
+        objects::{self, PodSpec},
+    },
+    pods::{PodCgroup, PodNetwork, container_id, pod_uid},
+};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const NODE: &str = "e2e-node";
+
+/// `shop`: Deployments frontend and api (ReplicaSet → Deployment), each
+/// with its service account, and Service api with its EndpointSlice.
+fn describe_shop(api: &FakeApi, frontend_uid: &str, api_uid: &str) {
+    for (name, hash, suffix, uid, ip) in [
+        (
+            "frontend",
+            "7d9c8b6f5",
+            "x2k4p",
+            frontend_uid,
+            PodNetwork::CLIENT_IP,
+        ),
+        ("api", "5f6d7c8b9", "q8w2e", api_uid, PodNetwork::SERVER_IP),
+    ] {
+        let labels = json!({"app": name});
+        api.apply(
+            Resource::Deployments,
+            objects::deployment("shop", name, &labels),
+        );
+        api.apply(
+            Resource::ReplicaSets,
+            objects::replicaset("shop", name, hash, &labels),
+        );
+        api.apply(
+            Resource::Pods,
+            objects::pod(&PodSpec {
+                namespace: "shop",
+                deployment: name,
+                hash,
+                suffix,
+                uid,
+                node: NODE,
+                ip,
+                service_account: name,
+                labels: &labels,
+            }),
+        );
+    }
+    api.apply(
+        Resource::Services,
+        objects::service(
+            "shop",
+            "api",
+            PodNetwork::CLUSTER_IP,
+            80,
+            8080,
+            &json!({"app": "api"}),
+        ),
+    );
+    api.apply(
+        Resource::EndpointSlices,
+        objects::endpoint_slice(
+            "shop",
+            "api",
+            "7xk2p",
+            8080,
+            &[("api-5f6d7c8b9-q8w2e", PodNetwork::SERVER_IP, NODE)],
+        ),
+    );
+    api.apply(Resource::Nodes, objects::node(NODE, "192.0.2.1"));
+}
+
+fn all_synced(event: &Value) -> bool {
+    let resources = &event["identity"]["kubernetes"]["resources"];
+    let resources = if resources.is_object() {
+        resources
+    } else {
+        &event["kubernetes"]["resources"]
+    };
+    resources
+        .as_object()
+        .is_some_and(|r| !r.is_empty() && r.values().all(|v| v["state"] == "synced"))
+}
+
+/// Asserts an end is `shop` Deployment `name` with its service account and
+/// SPIFFE ID.
+fn assert_workload(end: &Value, name: &str, what: &str) {
+    let identity = &end["identity"];
+    assert_eq!(
+        identity["id"],
+        format!("workload:shop/deployment/{name}"),
+        "{what}: {end}"
+    );
+    assert_eq!(identity["type"], "workload", "{what}");
+    assert_eq!(identity["cluster"], "e2e", "{what}");
+    assert_eq!(identity["namespace"], "shop", "{what}");
+    assert_eq!(identity["kind"], "Deployment", "{what}");
+    assert_eq!(identity["name"], name, "{what}");
+    assert_eq!(identity["serviceAccount"], name, "{what}");
+    assert_eq!(
+        identity["spiffe_id"],
+        format!("spiffe://cluster.local/ns/shop/sa/{name}"),
+        "{what}"
+    );
+    assert_eq!(identity["labels"], json!({"app": name}), "{what}");
+    assert!(identity.get("unresolved").is_none(), "{what}: {end}");
+}
+
+#[test]
+fn frontend_to_api_by_pod_ip_and_cluster_ip_and_to_an_external_address() {
+    eastwatch_tests::require_root();
+    let net = PodNetwork::new(80, 8080);
+    let (frontend_uid, api_uid) = (pod_uid("frontend"), pod_uid("api"));
+    let frontend = PodCgroup::burstable(&frontend_uid, &container_id("fe"));
+    let api_pod = PodCgroup::burstable(&api_uid, &container_id("api"));
+
+    let kube = FakeApi::start();
+    describe_shop(&kube, &frontend_uid, &api_uid);
+    let dir = std::env::temp_dir().join(eastwatch_tests::unique("eastwatch-e2e-kube"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let kubeconfig = kube.write_kubeconfig(&dir, "e2e");
+
+    let mut agent = Agent::start(&[
+        "--kubeconfig",
+        kubeconfig.to_str().expect("utf-8 path"),
+        "--node-name",
+        NODE,
+    ]);
+    let synced = agent.wait_for(Duration::from_secs(60), |e| {
+        (e["event"] == "identity" || e["event"] == "ready") && all_synced(e)
+    });
+    assert!(
+        synced.is_some(),
+        "the agent never synced with the API server:\n{}",
+        agent.stderr_text()
+    );
+
+    let server_addr = format!("{}:8080", PodNetwork::SERVER_IP);
+    let mut server = Peer::spawn(
+        api_pod.cgroup(),
+        Some(&net.server),
+        &["tcp-serve", "--listen", &server_addr, "--count", "2"],
+    );
+    server.ready();
+    let direct = Peer::spawn(
+        frontend.cgroup(),
+        Some(&net.client),
+        &["tcp-connect", "--to", &server_addr],
+    );
+    direct.finish();
+    let cluster_ip = format!("{}:80", PodNetwork::CLUSTER_IP);
+    let via_service = Peer::spawn(
+        frontend.cgroup(),
+        Some(&net.client),
+        &["tcp-connect", "--to", &cluster_ip],
+    );
+    via_service.finish();
+    server.finish();
+    let nobody = format!("{}:5353", PodNetwork::NOBODY_IP);
+    let outside = Peer::spawn(
+        frontend.cgroup(),
+        Some(&net.client),
+        &["udp-send", "--to", &nobody],
+    );
+    outside.finish();
+    let events = agent.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let frontend_id = frontend.cgroup().id();
+    let api_id = api_pod.cgroup().id();
+
+    // frontend → api's pod IP.
+    let direct = events.only_flow("frontend → api pod IP", |f| {
+        f["cgroup"]["id"].as_u64() == Some(frontend_id)
+            && f.remote_address() == PodNetwork::SERVER_IP
+    });
+    assert_eq!(
+        (direct.direction(), direct.outcome()),
+        ("egress", "established")
+    );
+    assert_workload(&direct["local"], "frontend", "direct, local");
+    assert_eq!(
+        direct["local"]["identity"]["pod"]["name"],
+        "frontend-7d9c8b6f5-x2k4p"
+    );
+    assert_eq!(
+        direct["local"]["identity"]["pod"]["uid"],
+        frontend_uid.as_str()
+    );
+    assert_workload(&direct["remote"], "api", "direct, remote");
+    assert_eq!(
+        direct["remote"]["identity"]["pod"]["name"],
+        "api-5f6d7c8b9-q8w2e"
+    );
+    assert!(
+        direct["remote"]["identity"].get("service").is_none(),
+        "{direct}"
+    );
+
+    // frontend → api's ClusterIP: seen before the DNAT, the Service named.
+    let service = events.only_flow("frontend → api ClusterIP", |f| {
+        f["cgroup"]["id"].as_u64() == Some(frontend_id)
+            && f.remote_address() == PodNetwork::CLUSTER_IP
+    });
+    assert_eq!(
+        (
+            service.direction(),
+            service.outcome(),
+            service.remote_port()
+        ),
+        ("egress", "established", 80)
+    );
+    assert_workload(&service["local"], "frontend", "service, local");
+    assert_workload(&service["remote"], "api", "service, remote");
+    assert_eq!(
+        service["remote"]["identity"]["service"],
+        json!({"namespace": "shop", "name": "api"})
+    );
+
+    // api's side: both connections came from frontend.
+    let ingress = events.only_flow("api ingress", |f| {
+        f["cgroup"]["id"].as_u64() == Some(api_id)
+    });
+    assert_eq!(
+        (ingress.direction(), ingress.remote_address()),
+        ("ingress", PodNetwork::CLIENT_IP)
+    );
+    assert_workload(&ingress["local"], "api", "ingress, local");
+    assert_workload(
+        &ingress["remote"],
+        "frontend",
+        "ingress, remote (the caller)",
+    );
+    assert_eq!(
+        events.final_count(
+            |f| f["cgroup"]["id"].as_u64() == Some(api_id) && f.direction() == "ingress"
+        ),
+        2
+    );
+
+    // An address nobody owns.
+    let external = events.only_flow("frontend → nobody", |f| {
+        f["cgroup"]["id"].as_u64() == Some(frontend_id)
+            && f.remote_address() == PodNetwork::NOBODY_IP
+    });
+    assert_workload(&external["local"], "frontend", "external, local");
+    let remote = &external["remote"]["identity"];
+    assert_eq!(
+        remote["id"],
+        format!("external:{}", PodNetwork::NOBODY_IP),
+        "{external}"
+    );
+    assert_eq!(remote["type"], "external");
+    assert_eq!(remote["address"], PodNetwork::NOBODY_IP);
+    assert_eq!(
+        remote["unresolved"],
+        format!("no pod, Service or node has {}", PodNetwork::NOBODY_IP)
+    );
+    assert!(remote.get("spiffe_id").is_none());
+}
+
+#[test]
+fn without_kubernetes_a_pod_cgroup_says_why_it_is_unknown() {
+    eastwatch_tests::require_root();
+    let net = PodNetwork::new(80, 8080);
+    let uid = pod_uid("lonely");
+    let container = container_id("lonely");
+    let pod = PodCgroup::burstable(&uid, &container);
+    let agent = Agent::start(&["--no-kubernetes"]);
+    let nobody = format!("{}:5353", PodNetwork::NOBODY_IP);
+    Peer::spawn(
+        pod.cgroup(),
+        Some(&net.client),
+        &["udp-send", "--to", &nobody],
+    )
+    .finish();
+    let events = agent.stop();
+    let ready = events.of_kind("ready").next().expect("ready");
+    assert_eq!(ready["identity"]["kubernetes"]["state"], "off");
+    let flow = events.only_flow("lonely pod", |f| {
+        f["cgroup"]["id"].as_u64() == Some(pod.cgroup().id())
+    });
+    let local = &flow["local"]["identity"];
+    assert_eq!(local["id"], format!("unknown:pod/{uid}"), "{flow}");
+    assert_eq!(local["container_id"], container.as_str());
+    assert_eq!(
+        local["unresolved"],
+        format!("pod UID {uid}, but Kubernetes is off (turned off with --no-kubernetes)")
+    );
+    assert_eq!(
+        flow["remote"]["identity"]["id"],
+        format!("external:{}", PodNetwork::NOBODY_IP)
+    );
+}
