@@ -24,7 +24,7 @@ use crate::{
     alert::Mode,
     baseline::config::Scopes,
     cli::{SensorArgs, duration},
-    identity::HostResolver,
+    identity::{IdentityArgs, IdentityResolver},
 };
 
 #[derive(Debug, Args)]
@@ -50,6 +50,8 @@ pub struct LearnArgs {
     pub name: String,
     #[command(flatten)]
     pub sensor: SensorArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +74,8 @@ pub struct MonitorArgs {
     pub duration: Option<Duration>,
     #[command(flatten)]
     pub sensor: SensorArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +90,8 @@ pub struct RunArgs {
     pub checkpoint_interval: Duration,
     #[command(flatten)]
     pub sensor: SensorArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
 }
 
 #[derive(Debug, Args)]
@@ -176,7 +182,7 @@ pub async fn learn(args: LearnArgs) -> anyhow::Result<ExitCode> {
         config: None,
         checkpoint_every: args.checkpoint_interval,
     };
-    runtime::run(setup, Box::new(HostResolver)).await?;
+    runtime::run(setup, Box::new(IdentityResolver::start(&args.identity).await?)).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -198,14 +204,14 @@ pub async fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         judge: JudgeConfig {
             window: args.window,
             fan_out_threshold: args.fan_out_threshold,
-            node: node_name(),
+            node: args.identity.node_name.clone().or_else(node_name),
         },
         alerts_file: args.alerts_file,
         learn: None,
         config: None,
         checkpoint_every: Duration::from_secs(30),
     };
-    runtime::run(setup, Box::new(HostResolver)).await?;
+    runtime::run(setup, Box::new(IdentityResolver::start(&args.identity).await?)).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -231,14 +237,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             fan_out_threshold: agent
                 .fan_out_threshold
                 .unwrap_or(defaults.fan_out_threshold),
-            node: node_name(),
+            node: args.identity.node_name.clone().or_else(node_name),
         },
         alerts_file: agent.alerts_file.clone(),
         learn,
         config: Some(args.config),
         checkpoint_every: args.checkpoint_interval,
     };
-    runtime::run(setup, Box::new(HostResolver)).await?;
+    runtime::run(setup, Box::new(IdentityResolver::start(&args.identity).await?)).await?;
     Ok(ExitCode::SUCCESS)
 }
 
