@@ -182,7 +182,11 @@ pub async fn learn(args: LearnArgs) -> anyhow::Result<ExitCode> {
         config: None,
         checkpoint_every: args.checkpoint_interval,
     };
-    runtime::run(setup, Box::new(IdentityResolver::start(&args.identity).await?)).await?;
+    runtime::run(
+        setup,
+        Box::new(IdentityResolver::start(&args.identity).await?),
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -211,7 +215,11 @@ pub async fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         config: None,
         checkpoint_every: Duration::from_secs(30),
     };
-    runtime::run(setup, Box::new(IdentityResolver::start(&args.identity).await?)).await?;
+    runtime::run(
+        setup,
+        Box::new(IdentityResolver::start(&args.identity).await?),
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -244,7 +252,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         config: Some(args.config),
         checkpoint_every: args.checkpoint_interval,
     };
-    runtime::run(setup, Box::new(IdentityResolver::start(&args.identity).await?)).await?;
+    runtime::run(
+        setup,
+        Box::new(IdentityResolver::start(&args.identity).await?),
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 
