@@ -10,6 +10,7 @@ pub mod baseline;
 pub mod cgroup;
 pub mod cli;
 pub mod clock;
+pub mod export;
 pub mod flow;
 pub mod identity;
 pub mod kernel;
