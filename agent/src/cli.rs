@@ -37,6 +37,18 @@ pub enum Command {
     Run(crate::baseline::commands::RunArgs),
     /// Baseline tools: lint, diff, merge, explain, report, schema.
     Baseline(crate::baseline::commands::BaselineArgs),
+    /// Check a running agent's health endpoint (exit 0 when it answers
+    /// 200); for exec probes.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The endpoint: /healthz (liveness) or /readyz (readiness).
+    #[arg(long, default_value = "http://127.0.0.1:9090/readyz")]
+    pub url: String,
+    #[arg(long, default_value = "2s", value_parser = duration)]
+    pub timeout: Duration,
 }
 
 pub fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
@@ -53,6 +65,8 @@ pub struct ObserveArgs {
     pub format: Format,
     #[command(flatten)]
     pub sensor: SensorArgs,
+    #[command(flatten)]
+    pub export: crate::export::ExportArgs,
 }
 
 /// Kernel and sensor tuning shared by every command that watches traffic.
@@ -104,6 +118,7 @@ impl ObserveArgs {
             duration: self.duration,
             format: self.format,
             sensor: self.sensor.config(),
+            export: self.export.clone(),
         }
     }
 }

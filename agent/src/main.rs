@@ -30,6 +30,9 @@ fn main() -> std::process::ExitCode {
             Command::Monitor(args) => eastwatch::baseline::commands::monitor(args).await,
             Command::Run(args) => eastwatch::baseline::commands::run(args).await,
             Command::Baseline(args) => eastwatch::baseline::commands::tool(args),
+            Command::Probe(args) => eastwatch::export::health::probe(&args.url, args.timeout)
+                .await
+                .map(|()| std::process::ExitCode::SUCCESS),
         }
     });
     match result {

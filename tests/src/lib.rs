@@ -8,6 +8,7 @@ pub mod agent;
 pub mod cgroup;
 pub mod events;
 pub mod netns;
+pub mod otlp;
 pub mod spawn;
 
 pub use agent::Agent;

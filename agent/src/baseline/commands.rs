@@ -24,6 +24,7 @@ use crate::{
     alert::Mode,
     baseline::config::Scopes,
     cli::{SensorArgs, duration},
+    export::ExportArgs,
     identity::HostResolver,
 };
 
@@ -50,6 +51,8 @@ pub struct LearnArgs {
     pub name: String,
     #[command(flatten)]
     pub sensor: SensorArgs,
+    #[command(flatten)]
+    pub export: ExportArgs,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +75,8 @@ pub struct MonitorArgs {
     pub duration: Option<Duration>,
     #[command(flatten)]
     pub sensor: SensorArgs,
+    #[command(flatten)]
+    pub export: ExportArgs,
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +91,8 @@ pub struct RunArgs {
     pub checkpoint_interval: Duration,
     #[command(flatten)]
     pub sensor: SensorArgs,
+    #[command(flatten)]
+    pub export: ExportArgs,
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +182,7 @@ pub async fn learn(args: LearnArgs) -> anyhow::Result<ExitCode> {
         }),
         config: None,
         checkpoint_every: args.checkpoint_interval,
+        export: args.export,
     };
     runtime::run(setup, Box::new(HostResolver)).await?;
     Ok(ExitCode::SUCCESS)
@@ -204,6 +212,7 @@ pub async fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         learn: None,
         config: None,
         checkpoint_every: Duration::from_secs(30),
+        export: args.export,
     };
     runtime::run(setup, Box::new(HostResolver)).await?;
     Ok(ExitCode::SUCCESS)
@@ -237,6 +246,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         learn,
         config: Some(args.config),
         checkpoint_every: args.checkpoint_interval,
+        export: args.export,
     };
     runtime::run(setup, Box::new(HostResolver)).await?;
     Ok(ExitCode::SUCCESS)

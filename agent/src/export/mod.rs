@@ -137,7 +137,15 @@ impl Export {
         let health = Arc::new(Health::new());
         let health_addr = match args.health_listen {
             HealthListen::Off => None,
-            HealthListen::On(addr) => Some(health::serve(addr, health.clone()).await?),
+            // Not fatal: monitoring matters more than its probes, and a
+            // probe that cannot connect says what is wrong.
+            HealthListen::On(addr) => match health::serve(addr, health.clone()).await {
+                Ok(bound) => Some(bound),
+                Err(err) => {
+                    tracing::error!("{err:#}");
+                    None
+                }
+            },
         };
         let Some(settings) = settings else {
             return Ok(Self {
@@ -210,8 +218,9 @@ impl Export {
     }
 
     /// Drains the spool (for at most `drain`), then stops the sender and
-    /// flushes metrics. Alerts still spooled stay on disk for the next start.
-    pub async fn shutdown(mut self, drain: Duration) {
+    /// flushes metrics. Alerts still spooled stay on disk for the next
+    /// start. Returns the pipeline's final accounting.
+    pub async fn shutdown(mut self, drain: Duration) -> Option<pipeline::QueueStats> {
         if let Some(queue) = &self.queue {
             let drained = queue.drained(drain).await;
             if !drained {
@@ -229,5 +238,7 @@ impl Export {
             // Blocks on the reader's worker, which runs on this runtime.
             let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
         }
+        self.health.set_ready(false);
+        self.stats()
     }
 }

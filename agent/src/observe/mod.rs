@@ -2,28 +2,86 @@
 
 pub mod output;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::info;
+use tracing::{info, warn};
 
 use self::output::{Format, Printer};
-use crate::sensor::{Sensor, SensorConfig};
+use crate::{
+    alert::{self, AlertSink, Mode},
+    export::{DRAIN_ON_EXIT, Export, ExportArgs},
+    identity::{HostResolver, Resolve as _},
+    sensor::{Observation, Sensor, SensorConfig},
+};
 
 pub struct ObserveOptions {
     pub duration: Option<Duration>,
     pub format: Format,
     pub sensor: SensorConfig,
+    pub export: ExportArgs,
+}
+
+/// What observe exports when a collector is configured: flow metrics, and
+/// kernel losses as visibility-gap alerts.
+struct Exported {
+    export: Export,
+    sinks: Vec<Box<dyn AlertSink>>,
+}
+
+impl Exported {
+    fn observations(&mut self, observations: &[Observation]) {
+        for observation in observations {
+            match observation {
+                Observation::Flow(flow) => {
+                    let resolved = HostResolver.resolve(flow);
+                    self.export.metrics.observed(&resolved, flow.count.max(1));
+                }
+                Observation::Count(update) => {
+                    let resolved = HostResolver.resolve(&update.flow);
+                    self.export.metrics.observed(&resolved, update.delta);
+                }
+                Observation::Loss(loss) => {
+                    for (counter, lost) in &loss.new {
+                        self.export.metrics.kernel_lost(counter, *lost);
+                    }
+                    if !self.export.enabled() {
+                        continue;
+                    }
+                    let alert = alert::kernel_loss_alert(
+                        loss,
+                        self.export.site.node_or_host(),
+                        None,
+                        Mode::Learn,
+                        SystemTime::now(),
+                    );
+                    for sink in &mut self.sinks {
+                        if let Err(err) = sink.deliver(&alert) {
+                            warn!(%err, "alert sink failed");
+                        }
+                    }
+                }
+            }
+        }
+        self.export.health.beat();
+    }
 }
 
 pub async fn run(options: ObserveOptions) -> anyhow::Result<()> {
     crate::privileges::check("observe")?;
     let started = Instant::now();
+    let export = Export::start(&options.export, "observe").await?;
+    let sinks = export.sinks();
+    let mut exported = Exported { export, sinks };
+    let flow_map_capacity = u64::from(options.sensor.probe.flow_map_entries);
     let (mut sensor, startup) = Sensor::start(options.sensor).await?;
     let mut printer = Printer::stdout(options.format);
     // Connections older than the agent come first, then `ready`.
-    printer.observations(&sensor.take_pending())?;
+    let pending = sensor.take_pending();
+    exported.observations(&pending);
+    printer.observations(&pending)?;
     printer.ready(&startup)?;
+    exported.export.health.set_ready(true);
 
     let deadline = async {
         match options.duration {
@@ -37,9 +95,18 @@ pub async fn run(options: ObserveOptions) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut toggle = signal(SignalKind::user_defined1())?;
+    let mut beat = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            observations = sensor.next() => printer.observations(&observations?)?,
+            observations = sensor.next() => {
+                let observations = observations?;
+                exported.observations(&observations);
+                printer.observations(&observations)?;
+            }
+            _ = beat.tick() => {
+                exported.export.metrics.flow_map(sensor.stats().flow_map_entries, flow_map_capacity);
+                exported.export.health.beat();
+            }
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
             _ = &mut deadline => break,
@@ -49,7 +116,11 @@ pub async fn run(options: ObserveOptions) -> anyhow::Result<()> {
             }
         }
     }
-    printer.observations(&sensor.stop()?)?;
+    exported.export.health.set_ready(false);
+    let last = sensor.stop()?;
+    exported.observations(&last);
+    printer.observations(&last)?;
+    exported.export.shutdown(DRAIN_ON_EXIT).await;
     printer.summary(started.elapsed(), &sensor.counters()?, sensor.stats())?;
     Ok(())
 }
