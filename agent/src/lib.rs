@@ -12,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod export;
 pub mod flow;
+pub mod hostns;
 pub mod identity;
 pub mod kernel;
 pub mod observe;
