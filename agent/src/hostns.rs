@@ -24,10 +24,8 @@ pub enum CgroupNamespace {
 /// the process has one thread: namespaces are per thread.
 pub fn join_host_cgroup_namespace() -> CgroupNamespace {
     let inode = |path: &str| std::fs::metadata(path).map(|m| (m.dev(), m.ino())).ok();
-    let (Some(ours), Some(host)) = (
-        inode("/proc/self/ns/cgroup"),
-        inode("/proc/1/ns/cgroup"),
-    ) else {
+    let (Some(ours), Some(host)) = (inode("/proc/self/ns/cgroup"), inode("/proc/1/ns/cgroup"))
+    else {
         return CgroupNamespace::Host;
     };
     if ours == host {

@@ -102,7 +102,12 @@ pub fn text(value: &AnyValue) -> String {
 fn map(attributes: &[KeyValue]) -> BTreeMap<String, String> {
     attributes
         .iter()
-        .map(|kv| (kv.key.clone(), kv.value.as_ref().map(text).unwrap_or_default()))
+        .map(|kv| {
+            (
+                kv.key.clone(),
+                kv.value.as_ref().map(text).unwrap_or_default(),
+            )
+        })
         .collect()
 }
 
@@ -177,7 +182,9 @@ impl Shared {
     }
 }
 
-fn number(value: &Option<opentelemetry_proto::tonic::metrics::v1::number_data_point::Value>) -> i64 {
+fn number(
+    value: &Option<opentelemetry_proto::tonic::metrics::v1::number_data_point::Value>,
+) -> i64 {
     use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
     match value {
         Some(Value::AsInt(i)) => *i,
@@ -234,8 +241,8 @@ async fn http_logs(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl axum::response::IntoResponse, axum::http::StatusCode> {
-    let request = ExportLogsServiceRequest::decode(body)
-        .map_err(|_| axum::http::StatusCode::BAD_REQUEST)?;
+    let request =
+        ExportLogsServiceRequest::decode(body).map_err(|_| axum::http::StatusCode::BAD_REQUEST)?;
     let headers = headers
         .iter()
         .map(|(k, v)| {
@@ -246,7 +253,9 @@ async fn http_logs(
         })
         .collect();
     shared.logs(request, headers);
-    Ok(protobuf(ExportLogsServiceResponse::default().encode_to_vec()))
+    Ok(protobuf(
+        ExportLogsServiceResponse::default().encode_to_vec(),
+    ))
 }
 
 async fn http_metrics(

@@ -11,12 +11,10 @@ use std::{
 };
 
 use eastwatch_tests::{TempDir, agent::agent_binary};
-use k8s_openapi::{
-    api::{
-        apps::v1::DaemonSet,
-        core::v1::{ConfigMap, Container, Namespace, ServiceAccount},
-        rbac::v1::{ClusterRole, ClusterRoleBinding},
-    },
+use k8s_openapi::api::{
+    apps::v1::DaemonSet,
+    core::v1::{ConfigMap, Container, Namespace, ServiceAccount},
+    rbac::v1::{ClusterRole, ClusterRoleBinding},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
@@ -30,10 +28,9 @@ fn kustomize_dir() -> PathBuf {
 }
 
 fn yaml(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    serde_saphyr::from_str::<Value>(&text)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_saphyr::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Parses into `T` and checks nothing was lost on the way.
@@ -151,7 +148,10 @@ fn the_daemonset_holds_least_privilege() {
     );
 
     let resources = container.resources.clone().expect("resources");
-    for (what, map) in [("requests", resources.requests), ("limits", resources.limits)] {
+    for (what, map) in [
+        ("requests", resources.requests),
+        ("limits", resources.limits),
+    ] {
         let map = map.unwrap_or_else(|| panic!("no {what}"));
         assert!(
             map.contains_key("cpu") && map.contains_key("memory"),

@@ -207,6 +207,12 @@ fn assert_unauthorized_record(
     );
     assert!(log.resource.contains_key("host.name"), "{log:#?}");
     assert_eq!(log.scope, "eastwatch");
+    let judged = SystemTime::UNIX_EPOCH + Duration::from_nanos(r.time_unix_nano);
+    eprintln!(
+        "  connection to judgement {:?}, judgement to receipt {:?}",
+        judged.duration_since(connected_at).unwrap_or_default(),
+        log.received.duration_since(judged).unwrap_or_default()
+    );
     log.received
         .duration_since(connected_at)
         .unwrap_or(Duration::ZERO)
@@ -297,7 +303,9 @@ fn an_unauthorized_flow_reaches_a_grpc_collector_with_every_attribute() {
         "eastwatch.alerts.exported",
     ];
     let points = collector.wait_points(WAIT, |points| {
-        wanted.iter().all(|name| points.iter().any(|p| p.metric == *name))
+        wanted
+            .iter()
+            .all(|name| points.iter().any(|p| p.metric == *name))
             && points.iter().any(|p| {
                 p.metric == "eastwatch.flows.judged"
                     && p.attributes.get("eastwatch.verdict").map(String::as_str)
@@ -423,10 +431,16 @@ fn the_otel_environment_alone_exports_over_otlp_http() {
         p.iter().any(|p| p.metric == "eastwatch.flows.observed")
     });
     assert!(
-        points.iter().any(|p| p.metric == "eastwatch.flows.observed"),
+        points
+            .iter()
+            .any(|p| p.metric == "eastwatch.flows.observed"),
         "metrics over OTLP/HTTP"
     );
-    assert!(agent.wait_for(WAIT, |e| e["event"] == UNAUTHORIZED).is_some());
+    assert!(
+        agent
+            .wait_for(WAIT, |e| e["event"] == UNAUTHORIZED)
+            .is_some()
+    );
     agent.stop();
 }
 
@@ -451,8 +465,7 @@ fn wait_printed(agent: &mut Agent, client_id: &str, ports: &[u16]) {
         let printed = agent.wait_for(WAIT, |e| {
             e["event"] == UNAUTHORIZED
                 && e["details"]["report"] == "first"
-                && e["source"]["identity"]["path"].as_str()
-                    == client_id.strip_prefix("cgroup:")
+                && e["source"]["identity"]["path"].as_str() == client_id.strip_prefix("cgroup:")
                 && e["flow"]["destination"]
                     .as_str()
                     .is_some_and(|d| d.ends_with(&format!(":{port}")))
@@ -497,7 +510,10 @@ fn collector_down_then_up_every_alert_arrives_once_in_order_across_a_restart() {
     wait_printed(&mut agent, &client_id, &second);
     let events = agent.stop();
     let export = &events.summary()["export"];
-    assert!(export["export_failures"].as_u64().unwrap_or(0) > 0, "{export}");
+    assert!(
+        export["export_failures"].as_u64().unwrap_or(0) > 0,
+        "{export}"
+    );
     assert!(export["pending"].as_u64().unwrap_or(0) >= 2, "{export}");
     collector.up();
     let agent = monitor(&dir, &collector, &[], &[]);
@@ -554,7 +570,8 @@ fn a_full_spool_counts_the_loss_and_raises_a_visibility_gap() {
     collector.up();
     let logs = collector.wait_logs(WAIT, |logs| {
         logs.iter().any(|l| {
-            l.event_name() == GAP && l.attr("eastwatch.verdict").as_deref() == Some("spool-overflow")
+            l.event_name() == GAP
+                && l.attr("eastwatch.verdict").as_deref() == Some("spool-overflow")
         })
     });
     let gap = logs
@@ -573,11 +590,12 @@ fn a_full_spool_counts_the_loss_and_raises_a_visibility_gap() {
     // Nothing lost silently: every alert the agent raised was either
     // received or counted as dropped.
     let events = agent.stop();
-    let raised = events
-        .of_kind(UNAUTHORIZED)
-        .count() as u64;
+    let raised = events.of_kind(UNAUTHORIZED).count() as u64;
     let logs = collector.logs();
-    let received = logs.iter().filter(|l| l.event_name() == UNAUTHORIZED).count() as u64;
+    let received = logs
+        .iter()
+        .filter(|l| l.event_name() == UNAUTHORIZED)
+        .count() as u64;
     let counted: u64 = logs
         .iter()
         .filter(|l| l.event_name() == GAP)
@@ -591,7 +609,10 @@ fn a_full_spool_counts_the_loss_and_raises_a_visibility_gap() {
         "raised = received + counted dropped"
     );
     let export = &events.summary()["export"];
-    assert!(export["dropped"].as_u64().unwrap_or(0) >= counted, "{export}");
+    assert!(
+        export["dropped"].as_u64().unwrap_or(0) >= counted,
+        "{export}"
+    );
     assert!(export["gap_alerts"].as_u64().unwrap_or(0) >= 1, "{export}");
     // The received ones are in order.
     let ports = received_ports(&collector, &client_id);

@@ -253,15 +253,19 @@ mod tests {
             .join("../deploy/kustomize/configmap-config.yaml");
         let text = std::fs::read_to_string(&manifest).expect("configmap");
         let configmap: serde_json::Value = serde_saphyr::from_str(&text).expect("yaml");
-        let agent = configmap["data"]["agent.yaml"].as_str().expect("agent.yaml");
+        let agent = configmap["data"]["agent.yaml"]
+            .as_str()
+            .expect("agent.yaml");
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("agent.yaml");
         std::fs::write(&path, agent).expect("write");
-        let config = crate::baseline::config::load(&path)
-            .unwrap_or_else(|rejected| panic!("{rejected}"));
+        let config =
+            crate::baseline::config::load(&path).unwrap_or_else(|rejected| panic!("{rejected}"));
         assert_eq!(
             config.baseline.as_deref(),
-            Some(std::path::Path::new("/etc/eastwatch/baseline/baseline.yaml"))
+            Some(std::path::Path::new(
+                "/etc/eastwatch/baseline/baseline.yaml"
+            ))
         );
     }
 }

@@ -294,7 +294,11 @@ impl Spool {
     pub fn peek(&self, max: usize) -> Result<Vec<Spooled>, SpoolError> {
         let mut out = Vec::new();
         let mut position = self.read;
-        for segment in self.segments.iter().filter(|s| s.first_seq >= self.read.segment) {
+        for segment in self
+            .segments
+            .iter()
+            .filter(|s| s.first_seq >= self.read.segment)
+        {
             if out.len() >= max {
                 break;
             }
@@ -360,7 +364,11 @@ impl Spool {
             .append(true)
             .open(&path)
             .map_err(io(&path))?;
-        if self.segments.back().is_some_and(|s| s.first_seq == first_seq) {
+        if self
+            .segments
+            .back()
+            .is_some_and(|s| s.first_seq == first_seq)
+        {
             // Already the newest, and empty.
             return Ok(());
         }
@@ -439,7 +447,10 @@ fn recover_segment(path: &Path, acked: u64) -> Result<(u64, u64, Option<u64>), S
                     offset,
                     "spool segment ends in a torn record; cutting it off"
                 );
-                let file = OpenOptions::new().write(true).open(path).map_err(io(path))?;
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io(path))?;
                 file.set_len(offset).map_err(io(path))?;
                 file.sync_all().map_err(io(path))?;
                 break;

@@ -189,12 +189,8 @@ impl OtlpSettings {
                             .map(|v| ("OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(), v))
                     });
                 match named {
-                    Some((name, value)) => {
-                        Protocol::parse(value.trim()).map_err(|reason| ConfigError::Invalid {
-                            name,
-                            reason,
-                        })?
-                    }
+                    Some((name, value)) => Protocol::parse(value.trim())
+                        .map_err(|reason| ConfigError::Invalid { name, reason })?,
                     None => Protocol::Grpc,
                 }
             }
@@ -401,7 +397,10 @@ mod tests {
     #[test]
     fn signal_variables_are_full_urls_and_flags_win() {
         let vars = [
-            ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://logs:9999/custom"),
+            (
+                "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                "http://logs:9999/custom",
+            ),
             ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/protobuf"),
         ];
         let settings = resolve(&ExportArgs::default(), &vars).unwrap().unwrap();

@@ -107,7 +107,10 @@ impl Attributes {
                 self.str(format!("{prefix}.namespace"), w.namespace.clone());
                 self.str(format!("{prefix}.kind"), w.kind.as_str());
                 self.str(format!("{prefix}.name"), w.name.clone());
-                self.str(format!("{prefix}.service_account"), w.service_account.clone());
+                self.str(
+                    format!("{prefix}.service_account"),
+                    w.service_account.clone(),
+                );
                 self.str(format!("{prefix}.spiffe_id"), w.spiffe_id(TRUST_DOMAIN));
                 if !w.cluster.is_empty() {
                     self.str(format!("{prefix}.cluster"), w.cluster.clone());

@@ -27,8 +27,8 @@ pub fn metadata(headers: &[(String, String)]) -> Result<MetadataMap, ConfigError
             name: format!("--otlp-header {key}"),
             reason,
         };
-        let name = MetadataKey::from_str(&key.to_ascii_lowercase())
-            .map_err(|e| invalid(e.to_string()))?;
+        let name =
+            MetadataKey::from_str(&key.to_ascii_lowercase()).map_err(|e| invalid(e.to_string()))?;
         let value = MetadataValue::try_from(value.as_str()).map_err(|e| invalid(e.to_string()))?;
         map.insert(name, value);
     }
@@ -37,7 +37,10 @@ pub fn metadata(headers: &[(String, String)]) -> Result<MetadataMap, ConfigError
 
 /// tonic's TLS settings: for https endpoints, the CA (else the system
 /// roots) and the client identity.
-pub fn tonic_config(endpoint: &str, files: &TlsFiles) -> Result<Option<ClientTlsConfig>, ConfigError> {
+pub fn tonic_config(
+    endpoint: &str,
+    files: &TlsFiles,
+) -> Result<Option<ClientTlsConfig>, ConfigError> {
     if !endpoint.starts_with("https://") {
         return Ok(None);
     }
