@@ -7,6 +7,7 @@
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
@@ -229,6 +230,52 @@ impl MetricsService for Grpc {
     }
 }
 
+fn http_router(shared: Shared) -> Router {
+    Router::new()
+        .route("/v1/logs", post(http_logs))
+        .route("/v1/metrics", post(http_metrics))
+        .with_state(shared)
+}
+
+/// OTLP/HTTP over TLS: each accepted connection is a TLS session (client
+/// certificate required) served by hyper with the same router.
+async fn serve_https(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    eprintln!("collector (HTTPS): accept: {e}");
+                    continue;
+                }
+            },
+            _ = &mut stopped => return,
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let stream = match acceptor.accept(tcp).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    eprintln!("collector (HTTPS): handshake: {e}");
+                    return;
+                }
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+        });
+    }
+}
+
 fn protobuf(bytes: Vec<u8>) -> ([(axum::http::HeaderName, &'static str); 1], Vec<u8>) {
     (
         [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
@@ -270,6 +317,88 @@ async fn http_metrics(
     ))
 }
 
+/// PEM files for mutual TLS, made for one test: a CA, a server
+/// certificate for 127.0.0.1 and a client certificate, both signed by it.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn generate(dir: &Path) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "eastwatch test CA");
+        let ca_key = KeyPair::generate().expect("ca key");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf = |names: Vec<String>, ip: bool| {
+            let mut params = CertificateParams::new(names).expect("params");
+            if ip {
+                params
+                    .subject_alt_names
+                    .push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+            }
+            let key = KeyPair::generate().expect("key");
+            let cert = params.signed_by(&key, &issuer).expect("sign");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(vec!["localhost".into()], true);
+        let (client_cert, client_key) = leaf(vec!["eastwatch-agent".into()], false);
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("write PEM");
+            path
+        };
+        Self {
+            ca: write("ca.pem", &ca_cert.pem()),
+            server_cert: write("server.pem", &server_cert),
+            server_key: write("server-key.pem", &server_key),
+            client_cert: write("client.pem", &client_cert),
+            client_key: write("client-key.pem", &client_key),
+        }
+    }
+
+    fn read(path: &Path) -> Vec<u8> {
+        std::fs::read(path).expect("read PEM")
+    }
+
+    /// The server side for rustls: our certificate, client certificates
+    /// required and checked against the CA.
+    fn rustls_server(&self) -> rustls::ServerConfig {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&Self::read(&self.ca)) {
+            roots.add(cert.expect("ca")).expect("add ca");
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.into(),
+            provider.clone(),
+        )
+        .build()
+        .expect("client verifier");
+        let chain = CertificateDer::pem_slice_iter(&Self::read(&self.server_cert))
+            .collect::<Result<Vec<_>, _>>()
+            .expect("server chain");
+        let key = PrivateKeyDer::from_pem_slice(&Self::read(&self.server_key)).expect("key");
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .expect("server config");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config
+    }
+}
+
 /// A collector on 127.0.0.1 that can be taken down and brought back.
 pub struct Collector {
     protocol: Protocol,
@@ -277,11 +406,23 @@ pub struct Collector {
     shared: Shared,
     runtime: tokio::runtime::Runtime,
     server: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    grpc_tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl Collector {
     /// Starts a receiver on a free loopback port.
     pub fn start(protocol: Protocol) -> Self {
+        Self::start_with(protocol, None)
+    }
+
+    /// Starts a receiver that speaks TLS and requires a client certificate
+    /// signed by the files' CA.
+    pub fn start_tls(protocol: Protocol, files: &TlsFiles) -> Self {
+        Self::start_with(protocol, Some(files))
+    }
+
+    fn start_with(protocol: Protocol, files: Option<&TlsFiles>) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -293,6 +434,16 @@ impl Collector {
             shared: Shared::default(),
             runtime,
             server: None,
+            tls: files.map(|f| Arc::new(f.rustls_server())),
+            grpc_tls: files.map(|f| {
+                use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+                ServerTlsConfig::new()
+                    .identity(Identity::from_pem(
+                        TlsFiles::read(&f.server_cert),
+                        TlsFiles::read(&f.server_key),
+                    ))
+                    .client_ca_root(Certificate::from_pem(TlsFiles::read(&f.ca)))
+            }),
         };
         collector.up();
         collector
@@ -300,7 +451,8 @@ impl Collector {
 
     /// The URL to give the agent (`--otlp-endpoint`).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn protocol_flag(&self) -> &'static str {
@@ -329,10 +481,20 @@ impl Collector {
         self.addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let shared = self.shared.clone();
-        let task = match self.protocol {
-            Protocol::Grpc => self.runtime.spawn(async move {
+        let grpc_tls = self.grpc_tls.clone();
+        let https = self.tls.clone();
+        let task = match (self.protocol, https) {
+            (Protocol::Http, Some(tls)) => {
+                self.runtime
+                    .spawn(serve_https(listener, tls, http_router(shared), stopped))
+            }
+            (Protocol::Grpc, _) => self.runtime.spawn(async move {
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                let result = tonic::transport::Server::builder()
+                let mut builder = tonic::transport::Server::builder();
+                if let Some(tls) = grpc_tls {
+                    builder = builder.tls_config(tls).expect("server TLS");
+                }
+                let result = builder
                     .add_service(LogsServiceServer::new(Grpc(shared.clone())))
                     .add_service(MetricsServiceServer::new(Grpc(shared)))
                     .serve_with_incoming_shutdown(incoming, async {
@@ -343,11 +505,8 @@ impl Collector {
                     eprintln!("collector (gRPC) stopped: {e}");
                 }
             }),
-            Protocol::Http => self.runtime.spawn(async move {
-                let app = Router::new()
-                    .route("/v1/logs", post(http_logs))
-                    .route("/v1/metrics", post(http_metrics))
-                    .with_state(shared);
+            (Protocol::Http, None) => self.runtime.spawn(async move {
+                let app = http_router(shared);
                 let result = axum::serve(listener, app)
                     .with_graceful_shutdown(async {
                         let _ = stopped.await;

@@ -17,7 +17,7 @@ use std::{
 use eastwatch_tests::{
     Agent, Peer, TempDir, TestCgroup, VethPair,
     agent::agent_binary,
-    otlp::{Collector, Protocol, ReceivedLog},
+    otlp::{Collector, Protocol, ReceivedLog, TlsFiles},
 };
 use serde_json::Value;
 
@@ -678,4 +678,91 @@ fn a_kernel_overflow_in_observe_becomes_a_visibility_gap_record() {
         .cloned()
         .unwrap_or_else(|| panic!("no loss line:\n{}", events.dump()));
     assert!(loss["new"]["flow_ring_buffer_full"].as_u64().unwrap_or(0) > 0);
+}
+
+/// Mutual TLS: the collector requires a client certificate from the test
+/// CA. Over gRPC the files come from the flags; over OTLP/HTTP from the
+/// standard variables the exporter crate does not read itself.
+#[test]
+fn mutual_tls_over_grpc_by_flags_and_over_http_by_environment() {
+    let pods = Pods::new();
+    let _server = pods.serve(8445);
+    let client_id = pods.client_id();
+    for protocol in [Protocol::Grpc, Protocol::Http] {
+        let dir = TempDir::new("otlp-tls");
+        let files = TlsFiles::generate(dir.path());
+        let collector = Collector::start_tls(protocol, &files);
+        let path = |p: &std::path::Path| p.to_str().expect("path").to_owned();
+        let (ca, cert, key) = (
+            path(&files.ca),
+            path(&files.client_cert),
+            path(&files.client_key),
+        );
+        let mut agent = match protocol {
+            Protocol::Grpc => monitor(
+                &dir,
+                &collector,
+                &[
+                    "--otlp-ca",
+                    &ca,
+                    "--otlp-client-cert",
+                    &cert,
+                    "--otlp-client-key",
+                    &key,
+                ],
+                &[],
+            ),
+            Protocol::Http => monitor(
+                &dir,
+                &collector,
+                &[],
+                &[
+                    ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str()),
+                    ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", cert.as_str()),
+                    ("OTEL_EXPORTER_OTLP_CLIENT_KEY", key.as_str()),
+                ],
+            ),
+        };
+        assert!(collector.endpoint().starts_with("https://127.0.0.1:"));
+        pods.connect(8445);
+        let logs = collector.wait_logs(WAIT, |logs| logs.iter().any(egress_to(8445, &client_id)));
+        assert!(
+            logs.iter().any(egress_to(8445, &client_id)),
+            "{protocol:?}: no record over mutual TLS:\n{}",
+            agent.stderr_text()
+        );
+        assert!(
+            agent
+                .wait_for(WAIT, |e| e["event"] == UNAUTHORIZED)
+                .is_some()
+        );
+        let events = agent.stop();
+        assert_eq!(events.summary()["export"]["pending"], 0, "{protocol:?}");
+    }
+
+    // Without a client certificate the collector refuses the agent: the
+    // alert stays spooled and the failures are counted.
+    let dir = TempDir::new("otlp-tls-refused");
+    let files = TlsFiles::generate(dir.path());
+    let collector = Collector::start_tls(Protocol::Grpc, &files);
+    let ca = files.ca.to_str().expect("path").to_owned();
+    let mut agent = monitor(&dir, &collector, &["--otlp-ca", &ca], &[]);
+    pods.connect(8445);
+    assert!(
+        agent
+            .wait_for(WAIT, |e| e["event"] == UNAUTHORIZED)
+            .is_some()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        collector.logs().is_empty(),
+        "accepted without a client certificate"
+    );
+    let events = agent.stop();
+    let export = &events.summary()["export"];
+    assert!(
+        export["export_failures"].as_u64().unwrap_or(0) > 0,
+        "{export}"
+    );
+    assert!(export["pending"].as_u64().unwrap_or(0) > 0, "{export}");
 }
