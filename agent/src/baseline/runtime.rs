@@ -417,6 +417,10 @@ pub async fn run(setup: RunSetup, resolver: Box<dyn Resolve + Send>) -> anyhow::
     for observation in sensor.take_pending() {
         engine.observe(observation, SystemTime::now());
     }
+    // Before `ready`: a signal sent as soon as the agent says it is ready
+    // must find the handlers installed (else it kills the process).
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     let flow_map_capacity = u64::from(setup.sensor.probe.flow_map_entries);
     export.health.set_ready(true);
     status(json!({
@@ -437,8 +441,6 @@ pub async fn run(setup: RunSetup, resolver: Box<dyn Resolve + Send>) -> anyhow::
         }
     };
     tokio::pin!(deadline);
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut checkpoint = tokio::time::interval(setup.checkpoint_every);
     checkpoint.tick().await;

@@ -76,6 +76,11 @@ pub async fn run(options: ObserveOptions) -> anyhow::Result<()> {
     let flow_map_capacity = u64::from(options.sensor.probe.flow_map_entries);
     let (mut sensor, startup) = Sensor::start(options.sensor).await?;
     let mut printer = Printer::stdout(options.format);
+    // Streams made once, before `ready`: a signal sent as soon as the agent
+    // says it is ready, or while a batch is printed, is queued, not missed.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut toggle = signal(SignalKind::user_defined1())?;
     // Connections older than the agent come first, then `ready`.
     let pending = sensor.take_pending();
     exported.observations(&pending);
@@ -90,11 +95,6 @@ pub async fn run(options: ObserveOptions) -> anyhow::Result<()> {
         }
     };
     tokio::pin!(deadline);
-    // Streams made once, up front: a signal that arrives while a batch is
-    // being printed is queued, not missed.
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut toggle = signal(SignalKind::user_defined1())?;
     let mut beat = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
