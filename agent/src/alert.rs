@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, time::SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     flow::{Direction, Family, Outcome, Process, Transport},
@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// The alert types, each with its own event name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     /// A flow on an edge the baseline does not allow.
@@ -33,9 +33,70 @@ impl AlertKind {
             Self::AgentHealth => "eastwatch.alert.agent_health",
         }
     }
+
+    /// The kind's name in JSON and metrics, e.g. `unauthorized_flow`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::UnauthorizedFlow => "unauthorized_flow",
+            Self::VisibilityGap => "visibility_gap",
+            Self::AgentHealth => "agent_health",
+        }
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+impl Severity {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// The visibility-gap alert for kernel events lost since the last report:
+/// each counter's growth and its total in `details`.
+pub fn kernel_loss_alert(
+    loss: &crate::sensor::LossReport,
+    node: Option<String>,
+    baseline_digest: Option<String>,
+    mode: Mode,
+    now: SystemTime,
+) -> Alert {
+    let lost: u64 = loss.new.values().sum();
+    let mut details: BTreeMap<String, String> = loss
+        .new
+        .iter()
+        .map(|(name, grew)| (name.to_string(), grew.to_string()))
+        .collect();
+    for (name, counter) in loss.counters.losses() {
+        details.insert(format!("total.{name}"), counter.total.to_string());
+    }
+    details.insert(
+        "total.flow_events_offered".into(),
+        loss.counters.flow_events_offered.total.to_string(),
+    );
+    Alert {
+        kind: AlertKind::VisibilityGap,
+        time: now,
+        severity: Severity::Medium,
+        summary: format!("the kernel lost {lost} flow event(s); some flows were not judged"),
+        mode,
+        node,
+        flow: None,
+        source: None,
+        destination: None,
+        verdict: Some("kernel-events-lost".into()),
+        rule: None,
+        baseline_digest,
+        technique: None,
+        details,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -56,7 +117,7 @@ pub struct Technique {
 pub const LATERAL_MOVEMENT: &str = "TA0008";
 
 /// Which mode judged the flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Learn,

@@ -38,6 +38,18 @@ pub enum Command {
     Run(crate::baseline::commands::RunArgs),
     /// Baseline tools: lint, diff, merge, explain, report, schema.
     Baseline(crate::baseline::commands::BaselineArgs),
+    /// Check a running agent's health endpoint (exit 0 when it answers
+    /// 200); for exec probes.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The endpoint: /healthz (liveness) or /readyz (readiness).
+    #[arg(long, default_value = "http://127.0.0.1:9090/readyz")]
+    pub url: String,
+    #[arg(long, default_value = "2s", value_parser = duration)]
+    pub timeout: Duration,
 }
 
 pub fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
@@ -56,6 +68,8 @@ pub struct ObserveArgs {
     pub sensor: SensorArgs,
     #[command(flatten)]
     pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub export: crate::export::ExportArgs,
 }
 
 /// Kernel and sensor tuning shared by every command that watches traffic.
@@ -108,6 +122,7 @@ impl ObserveArgs {
             format: self.format,
             sensor: self.sensor.config(),
             identity: self.identity.clone(),
+            export: self.export.clone(),
         }
     }
 }

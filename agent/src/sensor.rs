@@ -101,6 +101,8 @@ pub struct AgentStats {
     pub cgroup_events_decoded: u64,
     pub decode_errors: u64,
     pub flows_recovered: u64,
+    /// Edges in the kernel's flow map at the last read.
+    pub flow_map_entries: u64,
     /// Time spent reading and decoding flow events.
     #[serde(serialize_with = "as_secs")]
     pub decode_time: Duration,
@@ -482,6 +484,7 @@ impl Sensor {
         let mut missing: HashMap<FlowKey, eastwatch_common::FlowStats> = HashMap::new();
         let table = self.probe.flow_table();
         let entries = table.len();
+        self.stats.flow_map_entries = entries as u64;
         let fetched = now.elapsed();
         for (wire_key, stats) in table {
             let Ok(key) = decode::key(&wire_key) else {

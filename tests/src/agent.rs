@@ -59,6 +59,11 @@ impl Agent {
     /// Starts `eastwatch ARGS` (any command that prints JSON lines and a
     /// `ready` event) and waits until it is ready.
     pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_with_env(args, &[])
+    }
+
+    /// [`Agent::spawn`] with extra environment variables.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         crate::require_root();
         let stderr_path =
             std::env::temp_dir().join(format!("{}.stderr", crate::unique("eastwatch-agent")));
@@ -66,6 +71,7 @@ impl Agent {
         let mut child = Command::new(agent_binary())
             .args(args)
             .env("EASTWATCH_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod events;
 pub mod kube_api;
 pub mod netns;
+pub mod otlp;
 pub mod pods;
 pub mod spawn;
 

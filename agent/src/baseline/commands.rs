@@ -24,6 +24,7 @@ use crate::{
     alert::Mode,
     baseline::config::Scopes,
     cli::{SensorArgs, duration},
+    export::{ExportArgs, site::Site},
     identity::{IdentityArgs, IdentityResolver},
 };
 
@@ -52,6 +53,8 @@ pub struct LearnArgs {
     pub sensor: SensorArgs,
     #[command(flatten)]
     pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub export: ExportArgs,
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +79,8 @@ pub struct MonitorArgs {
     pub sensor: SensorArgs,
     #[command(flatten)]
     pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub export: ExportArgs,
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +97,8 @@ pub struct RunArgs {
     pub sensor: SensorArgs,
     #[command(flatten)]
     pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub export: ExportArgs,
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +188,8 @@ pub async fn learn(args: LearnArgs) -> anyhow::Result<ExitCode> {
         }),
         config: None,
         checkpoint_every: args.checkpoint_interval,
+        export: args.export,
+        site: Site::new(&args.identity),
     };
     runtime::run(
         setup,
@@ -188,14 +197,6 @@ pub async fn learn(args: LearnArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn node_name() -> Option<String> {
-    // The kernel's node name (uname), without another nix feature.
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
 }
 
 pub async fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
@@ -208,12 +209,14 @@ pub async fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         judge: JudgeConfig {
             window: args.window,
             fan_out_threshold: args.fan_out_threshold,
-            node: args.identity.node_name.clone().or_else(node_name),
+            node: Site::new(&args.identity).node_or_host(),
         },
         alerts_file: args.alerts_file,
         learn: None,
         config: None,
         checkpoint_every: Duration::from_secs(30),
+        export: args.export,
+        site: Site::new(&args.identity),
     };
     runtime::run(
         setup,
@@ -245,12 +248,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             fan_out_threshold: agent
                 .fan_out_threshold
                 .unwrap_or(defaults.fan_out_threshold),
-            node: args.identity.node_name.clone().or_else(node_name),
+            node: Site::new(&args.identity).node_or_host(),
         },
         alerts_file: agent.alerts_file.clone(),
         learn,
         config: Some(args.config),
         checkpoint_every: args.checkpoint_interval,
+        export: args.export,
+        site: Site::new(&args.identity),
     };
     runtime::run(
         setup,

@@ -26,8 +26,9 @@ use super::{
     validate::{self, Baseline},
 };
 use crate::{
-    alert::{Alert, AlertKind, AlertSink, Mode, Severity},
+    alert::{self, Alert, AlertKind, AlertSink, Mode, Severity},
     alert_jsonl::JsonLinesSink,
+    export::{DRAIN_ON_EXIT, Export, ExportArgs, metrics::Metrics, site::Site},
     identity::{Resolve, ResolvedFlow},
     sensor::{Observation, Sensor, SensorConfig},
 };
@@ -55,6 +56,10 @@ pub struct RunSetup {
     pub config: Option<PathBuf>,
     /// How often learned state is checkpointed and progress printed.
     pub checkpoint_every: Duration,
+    /// OTLP export, spool and health endpoints.
+    pub export: ExportArgs,
+    /// Host, node and cluster names for exported records.
+    pub site: Site,
 }
 
 /// Prints one status line on stdout.
@@ -75,6 +80,7 @@ struct Engine {
     judge_config: JudgeConfig,
     sinks: Vec<Box<dyn AlertSink>>,
     sink_errors: u64,
+    metrics: Metrics,
     baseline_file: Option<Contents>,
     config_file: Option<Contents>,
 }
@@ -96,33 +102,25 @@ impl Engine {
             Observation::Flow(flow) => {
                 let count = flow.count.max(1);
                 let resolved = self.resolver.resolve(&flow);
+                self.metrics.observed(&resolved, count);
                 self.take(&resolved, count, now);
             }
             Observation::Count(update) => {
                 let resolved = self.resolver.resolve(&update.flow);
+                self.metrics.observed(&resolved, update.delta);
                 self.take(&resolved, update.delta, now);
             }
             Observation::Loss(loss) => {
-                let alert = Alert {
-                    kind: AlertKind::VisibilityGap,
-                    time: now,
-                    severity: Severity::Medium,
-                    summary: "the kernel lost flow events; some flows were not judged".into(),
-                    mode: Mode::Monitor,
-                    node: self.judge_config.node.clone(),
-                    flow: None,
-                    source: None,
-                    destination: None,
-                    verdict: None,
-                    rule: None,
-                    baseline_digest: self.judge.as_ref().map(|j| j.digest().to_owned()),
-                    technique: None,
-                    details: loss
-                        .new
-                        .iter()
-                        .map(|(name, grew)| (name.to_string(), grew.to_string()))
-                        .collect(),
-                };
+                for (counter, lost) in &loss.new {
+                    self.metrics.kernel_lost(counter, *lost);
+                }
+                let alert = alert::kernel_loss_alert(
+                    &loss,
+                    self.judge_config.node.clone(),
+                    self.judge.as_ref().map(|j| j.digest().to_owned()),
+                    Mode::Monitor,
+                    now,
+                );
                 self.deliver(vec![alert]);
             }
         }
@@ -139,7 +137,17 @@ impl Engine {
             }
             Mode::Monitor => {
                 if let Some(judge) = &mut self.judge {
+                    let before = judge.stats().clone();
                     let alerts = judge.judge(flow, count, now);
+                    let after = judge.stats();
+                    let verdict = if after.allowed > before.allowed {
+                        "allowed"
+                    } else if after.expired_rule > before.expired_rule {
+                        "expired-rule"
+                    } else {
+                        "unauthorized"
+                    };
+                    self.metrics.judged(flow, count, verdict);
                     self.deliver(alerts);
                 }
             }
@@ -346,6 +354,7 @@ pub fn initial_baseline(path: &std::path::Path) -> anyhow::Result<Baseline> {
 
 pub async fn run(setup: RunSetup, resolver: Box<dyn Resolve + Send>) -> anyhow::Result<()> {
     crate::privileges::check(setup.command)?;
+    let export = Export::start(&setup.export, setup.command, setup.site.clone()).await?;
     let started = Instant::now();
     let now = SystemTime::now();
     // Loaded whenever there is a baseline: a config reload may turn a
@@ -372,6 +381,7 @@ pub async fn run(setup: RunSetup, resolver: Box<dyn Resolve + Send>) -> anyhow::
             format!("opening the alerts file {}", path.display())
         })?));
     }
+    sinks.extend(export.sinks());
     let mut watched: Vec<&std::path::Path> = Vec::new();
     if let Some(path) = &setup.baseline {
         watched.push(path);
@@ -393,6 +403,7 @@ pub async fn run(setup: RunSetup, resolver: Box<dyn Resolve + Send>) -> anyhow::
         judge_config: setup.judge.clone(),
         sinks,
         sink_errors: 0,
+        metrics: export.metrics.clone(),
         baseline_file: setup.baseline.clone().map(Contents::new),
         config_file: setup.config.clone().map(Contents::new),
     };
@@ -408,9 +419,17 @@ pub async fn run(setup: RunSetup, resolver: Box<dyn Resolve + Send>) -> anyhow::
     for observation in sensor.take_pending() {
         engine.observe(observation, SystemTime::now());
     }
+    // Before `ready`: a signal sent as soon as the agent says it is ready
+    // must find the handlers installed (else it kills the process).
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let flow_map_capacity = u64::from(setup.sensor.probe.flow_map_entries);
+    export.health.set_ready(true);
     status(json!({
         "event": "ready",
         "command": setup.command,
+        "health": export.health_addr.map(|a| a.to_string()),
+        "otlp": export.enabled(),
         "programs": startup.programs.len(),
         "baseline_digest": engine.judge.as_ref().map(|j| j.digest().to_owned()),
         "baseline_edges": engine.judge.as_ref().map(|j| j.matcher().baseline().rules.len()),
@@ -424,8 +443,6 @@ pub async fn run(setup: RunSetup, resolver: Box<dyn Resolve + Send>) -> anyhow::
         }
     };
     tokio::pin!(deadline);
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut checkpoint = tokio::time::interval(setup.checkpoint_every);
     checkpoint.tick().await;
@@ -436,8 +453,13 @@ pub async fn run(setup: RunSetup, resolver: Box<dyn Resolve + Send>) -> anyhow::
                 for observation in observations? {
                     engine.observe(observation, now);
                 }
+                export.health.beat();
             }
-            _ = tick.tick() => engine.tick(SystemTime::now()),
+            _ = tick.tick() => {
+                engine.tick(SystemTime::now());
+                engine.metrics.flow_map(sensor.stats().flow_map_entries, flow_map_capacity);
+                export.health.beat();
+            }
             _ = checkpoint.tick() => {
                 let now = SystemTime::now();
                 if let Err(err) = engine.save_learned(now) {
@@ -463,6 +485,7 @@ pub async fn run(setup: RunSetup, resolver: Box<dyn Resolve + Send>) -> anyhow::
             _ = &mut deadline => break,
         }
     }
+    export.health.set_ready(false);
     let now = SystemTime::now();
     for observation in sensor.stop()? {
         engine.observe(observation, now);
@@ -472,6 +495,8 @@ pub async fn run(setup: RunSetup, resolver: Box<dyn Resolve + Send>) -> anyhow::
         engine.deliver(reports);
     }
     engine.save_learned(now)?;
+    // Alerts raised so far are spooled; the collector gets a moment for them.
+    let exported = export.shutdown(DRAIN_ON_EXIT).await;
     status(json!({
         "event": "summary",
         "command": setup.command,
@@ -482,6 +507,7 @@ pub async fn run(setup: RunSetup, resolver: Box<dyn Resolve + Send>) -> anyhow::
         "converged_for_secs": engine.learner.as_ref().map(|l| l.converged_for(now).as_secs()),
         "sink_errors": engine.sink_errors,
         "agent": sensor.stats(),
+        "export": exported,
     }));
     Ok(())
 }

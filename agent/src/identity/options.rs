@@ -19,9 +19,9 @@ pub struct IdentityArgs {
     /// peers, and no node-scoped watch.
     #[arg(long, env = "NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
-    /// The cluster's name in workload identities; default: the kubeconfig
-    /// context's cluster, else `default`.
-    #[arg(long, value_name = "NAME")]
+    /// The cluster's name in workload identities and on exported records;
+    /// default: the kubeconfig context's cluster, else `default`.
+    #[arg(long, env = "EASTWATCH_CLUSTER_NAME", value_name = "NAME")]
     pub cluster_name: Option<String>,
     /// SPIFFE trust domain of workload identities.
     #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]

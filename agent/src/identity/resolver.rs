@@ -101,7 +101,11 @@ impl IdentityResolver {
                 },
             },
         };
-        let node = args.node_name.clone().unwrap_or_else(host_name);
+        let node = args
+            .node_name
+            .clone()
+            .or_else(crate::export::site::host_name)
+            .unwrap_or_else(|| "localhost".into());
         Ok(Self {
             inner: Arc::new(Inner {
                 trust_domain: args.trust_domain.clone(),
@@ -166,14 +170,6 @@ fn client(mut config: kube::Config) -> Result<kube::Client, kube::Error> {
     // (watches end every 55 s, so a live one is never idle this long).
     config.read_timeout = Some(std::time::Duration::from_secs(75));
     kube::Client::try_from(config)
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Where the identity sources stand (printed by `observe`).

@@ -4,16 +4,18 @@ pub mod output;
 
 use std::{
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::info;
+use tracing::{info, warn};
 
 use self::output::{Format, Printer};
 use crate::{
-    identity::{IdentityArgs, IdentityResolver},
-    sensor::{Sensor, SensorConfig},
+    alert::{self, AlertSink, Mode},
+    export::{DRAIN_ON_EXIT, Export, ExportArgs, site::Site},
+    identity::{IdentityArgs, IdentityResolver, Resolve as _},
+    sensor::{Observation, Sensor, SensorConfig},
 };
 
 pub struct ObserveOptions {
@@ -21,20 +23,83 @@ pub struct ObserveOptions {
     pub format: Format,
     pub sensor: SensorConfig,
     pub identity: IdentityArgs,
+    pub export: ExportArgs,
+}
+
+/// What observe exports when a collector is configured: flow metrics, and
+/// kernel losses as visibility-gap alerts.
+struct Exported {
+    export: Export,
+    sinks: Vec<Box<dyn AlertSink>>,
+    resolver: IdentityResolver,
+}
+
+impl Exported {
+    fn observations(&mut self, observations: &[Observation]) {
+        for observation in observations {
+            match observation {
+                Observation::Flow(flow) => {
+                    let resolved = self.resolver.resolve(flow);
+                    self.export.metrics.observed(&resolved, flow.count.max(1));
+                }
+                Observation::Count(update) => {
+                    let resolved = self.resolver.resolve(&update.flow);
+                    self.export.metrics.observed(&resolved, update.delta);
+                }
+                Observation::Loss(loss) => {
+                    for (counter, lost) in &loss.new {
+                        self.export.metrics.kernel_lost(counter, *lost);
+                    }
+                    if !self.export.enabled() {
+                        continue;
+                    }
+                    let alert = alert::kernel_loss_alert(
+                        loss,
+                        self.export.site.node_or_host(),
+                        None,
+                        Mode::Learn,
+                        SystemTime::now(),
+                    );
+                    for sink in &mut self.sinks {
+                        if let Err(err) = sink.deliver(&alert) {
+                            warn!(%err, "alert sink failed");
+                        }
+                    }
+                }
+            }
+        }
+        self.export.health.beat();
+    }
 }
 
 pub async fn run(options: ObserveOptions) -> anyhow::Result<()> {
     crate::privileges::check("observe")?;
     let started = Instant::now();
-    // Identity sources first: the Kubernetes watches list while the
-    // programs load.
+    let export = Export::start(&options.export, "observe", Site::new(&options.identity)).await?;
+    // Identity sources before the programs: the Kubernetes watches list
+    // while the programs load.
     let resolver = IdentityResolver::start(&options.identity).await?;
+    let sinks = export.sinks();
+    let mut exported = Exported {
+        export,
+        sinks,
+        resolver: resolver.clone(),
+    };
+    let flow_map_capacity = u64::from(options.sensor.probe.flow_map_entries);
     let (mut sensor, startup) = Sensor::start(options.sensor).await?;
     let mut printer = Printer::stdout(options.format).with_resolver(Arc::new(resolver.clone()));
+    // Streams made once, before `ready`: a signal sent as soon as the agent
+    // says it is ready, or while a batch is printed, is queued, not missed.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut toggle = signal(SignalKind::user_defined1())?;
     // Connections older than the agent come first, then `ready`.
-    printer.observations(&sensor.take_pending())?;
+    let pending = sensor.take_pending();
+    exported.observations(&pending);
+    printer.observations(&pending)?;
     let mut identity = resolver.status();
     printer.ready(&startup, Some(&identity))?;
+    exported.export.health.set_ready(true);
     let mut identity_check = tokio::time::interval(Duration::from_secs(1));
 
     let deadline = async {
@@ -44,17 +109,18 @@ pub async fn run(options: ObserveOptions) -> anyhow::Result<()> {
         }
     };
     tokio::pin!(deadline);
-    // Streams made once, up front: a signal that arrives while a batch is
-    // being printed is queued, not missed.
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut toggle = signal(SignalKind::user_defined1())?;
+    let mut beat = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            observations = sensor.next() => printer.observations(&observations?)?,
-            _ = interrupt.recv() => break,
-            _ = terminate.recv() => break,
-            _ = &mut deadline => break,
+            observations = sensor.next() => {
+                let observations = observations?;
+                exported.observations(&observations);
+                printer.observations(&observations)?;
+            }
+            _ = beat.tick() => {
+                exported.export.metrics.flow_map(sensor.stats().flow_map_entries, flow_map_capacity);
+                exported.export.health.beat();
+            }
             _ = identity_check.tick() => {
                 let now = resolver.status();
                 if now.states() != identity.states() {
@@ -62,13 +128,20 @@ pub async fn run(options: ObserveOptions) -> anyhow::Result<()> {
                     identity = now;
                 }
             }
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            _ = &mut deadline => break,
             _ = toggle.recv() => {
                 let on = sensor.toggle_diagnostics()?;
                 info!(on, "kernel diagnostics switched");
             }
         }
     }
-    printer.observations(&sensor.stop()?)?;
+    exported.export.health.set_ready(false);
+    let last = sensor.stop()?;
+    exported.observations(&last);
+    printer.observations(&last)?;
+    exported.export.shutdown(DRAIN_ON_EXIT).await;
     printer.summary(started.elapsed(), &sensor.counters()?, sensor.stats())?;
     Ok(())
 }

@@ -1,0 +1,270 @@
+//! Getting alerts and metrics out of the node: OTLP log records (through an
+//! on-disk spool, so nothing is lost while the collector is away), OTLP
+//! metrics, and the liveness/readiness endpoints.
+//!
+//! alert ─ [`otlp::record`] (mapping) ─ [`spool`] (disk, bounded) ─
+//! [`pipeline`] sender (OTLP log exporter, ack, delete) ─ collector
+
+pub mod health;
+pub mod metrics;
+pub mod otlp;
+pub mod pipeline;
+pub mod site;
+pub mod spool;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::Args;
+use tracing::{info, warn};
+
+use self::{
+    health::Health,
+    metrics::{Metrics, MetricsSink},
+    otlp::{OtlpSettings, Protocol},
+    pipeline::{AlertQueue, OtlpSink},
+    site::Site,
+};
+use crate::alert::AlertSink;
+
+/// Where alerts and metrics go, shared by `observe`, `learn`, `monitor`
+/// and `run`. Without any flag, the standard `OTEL_EXPORTER_OTLP_*`
+/// variables still enable and configure export; a flag beats its variable.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// OTLP collector: a gRPC endpoint (http://collector:4317) or an
+    /// OTLP/HTTP base URL (http://collector:4318; /v1/logs and /v1/metrics
+    /// are appended). Default: OTEL_EXPORTER_OTLP_[LOGS_]ENDPOINT; export is
+    /// off when neither is set.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf`. Default: OTEL_EXPORTER_OTLP_[LOGS_]PROTOCOL,
+    /// else grpc.
+    #[arg(long, value_name = "PROTOCOL", value_parser = Protocol::parse)]
+    pub otlp_protocol: Option<Protocol>,
+    /// A header (gRPC metadata) sent with every export, e.g.
+    /// `authorization=Bearer TOKEN`; repeatable. OTEL_EXPORTER_OTLP_HEADERS
+    /// is added too.
+    #[arg(long = "otlp-header", value_name = "KEY=VALUE", value_parser = otlp::parse_header)]
+    pub otlp_headers: Vec<(String, String)>,
+    /// CA certificate(s) (PEM) the collector's certificate must chain to.
+    /// Default: OTEL_EXPORTER_OTLP_CERTIFICATE, else the system roots.
+    #[arg(long, value_name = "PEM")]
+    pub otlp_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS. Default:
+    /// OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE.
+    #[arg(long, value_name = "PEM", requires = "otlp_client_key")]
+    pub otlp_client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM). Default:
+    /// OTEL_EXPORTER_OTLP_CLIENT_KEY.
+    #[arg(long, value_name = "PEM", requires = "otlp_client_cert")]
+    pub otlp_client_key: Option<PathBuf>,
+    /// Where alerts wait for the collector (survives restarts).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/eastwatch/spool")]
+    pub spool_dir: PathBuf,
+    /// Disk the spool may use; past it new alerts are counted as dropped
+    /// and a visibility-gap alert follows once there is room again.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = spool_bytes)]
+    pub spool_max_bytes: u64,
+    /// Liveness (/healthz) and readiness (/readyz) over HTTP; loopback
+    /// unless you say otherwise. `off` disables them.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090", value_parser = health_listen)]
+    pub health_listen: HealthListen,
+}
+
+fn spool_bytes(text: &str) -> Result<u64, String> {
+    let bytes: u64 = text.parse().map_err(|e| format!("{e}"))?;
+    if bytes < spool::MIN_BYTES {
+        return Err(format!("must be at least {}", spool::MIN_BYTES));
+    }
+    Ok(bytes)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthListen {
+    Off,
+    On(SocketAddr),
+}
+
+fn health_listen(text: &str) -> Result<HealthListen, String> {
+    if text == "off" {
+        return Ok(HealthListen::Off);
+    }
+    text.parse()
+        .map(HealthListen::On)
+        .map_err(|e| format!("{e}: an address such as 127.0.0.1:9090, or off"))
+}
+
+impl Default for ExportArgs {
+    /// Export off (unless the environment says otherwise), health off.
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            otlp_protocol: None,
+            otlp_headers: Vec::new(),
+            otlp_ca: None,
+            otlp_client_cert: None,
+            otlp_client_key: None,
+            spool_dir: PathBuf::from("/var/lib/eastwatch/spool"),
+            spool_max_bytes: 64 << 20,
+            health_listen: HealthListen::Off,
+        }
+    }
+}
+
+/// Export while a command runs: the OTLP alert pipeline (when configured),
+/// metrics (no-ops without a collector) and the health endpoints.
+pub struct Export {
+    pub metrics: Metrics,
+    pub health: Arc<Health>,
+    pub site: Site,
+    /// The health endpoints' bound address.
+    pub health_addr: Option<SocketAddr>,
+    queue: Option<Arc<AlertQueue>>,
+    sender: Option<tokio::task::JoinHandle<()>>,
+    meter_provider: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
+}
+
+/// How long shutdown waits for the spool to drain before leaving the rest
+/// on disk for the next start.
+pub const DRAIN_ON_EXIT: Duration = Duration::from_secs(5);
+
+impl Export {
+    /// Starts what `args` and the environment ask for.
+    pub async fn start(args: &ExportArgs, command: &str, site: Site) -> anyhow::Result<Self> {
+        let settings = OtlpSettings::resolve(args, &otlp::process_env)?;
+        let health = Arc::new(Health::new());
+        let health_addr = match args.health_listen {
+            HealthListen::Off => None,
+            // Not fatal: monitoring matters more than its probes, and a
+            // probe that cannot connect says what is wrong.
+            HealthListen::On(addr) => match health::serve(addr, health.clone()).await {
+                Ok(bound) => Some(bound),
+                Err(err) => {
+                    tracing::error!("{err:#}");
+                    None
+                }
+            },
+        };
+        let Some(settings) = settings else {
+            return Ok(Self {
+                metrics: Metrics::disabled(),
+                health,
+                site,
+                health_addr,
+                queue: None,
+                sender: None,
+                meter_provider: None,
+            });
+        };
+        let resource = otlp::resource(&site, &otlp::process_env);
+        let (metrics, meter_provider) = match &settings.metrics {
+            Some(signal) => {
+                let provider = otlp::meter_provider(signal, &settings.headers, resource.clone())
+                    .context("starting the OTLP metrics exporter")?;
+                (Metrics::new(&provider), Some(provider))
+            }
+            None => (Metrics::disabled(), None),
+        };
+        let (queue, sender) = match &settings.logs {
+            Some(signal) => {
+                let exporter = otlp::log_exporter(signal, &settings.headers, &resource)
+                    .context("starting the OTLP log exporter")?;
+                let spool = spool::Spool::open(&args.spool_dir, args.spool_max_bytes)
+                    .with_context(|| format!("opening the spool {}", args.spool_dir.display()))?;
+                let queue = Arc::new(AlertQueue::new(spool, site.clone(), metrics.clone()));
+                let sender = tokio::spawn(pipeline::run_sender(queue.clone(), exporter));
+                (Some(queue), Some(sender))
+            }
+            None => (None, None),
+        };
+        info!(
+            command,
+            logs = ?settings.logs.as_ref().map(|s| (&s.endpoint, s.protocol.to_string())),
+            metrics = ?settings.metrics.as_ref().map(|s| (&s.endpoint, s.protocol.to_string())),
+            spool = %args.spool_dir.display(),
+            "exporting over OTLP"
+        );
+        Ok(Self {
+            metrics,
+            health,
+            site,
+            health_addr,
+            queue,
+            sender,
+            meter_provider,
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.queue.is_some()
+    }
+
+    /// The sinks that join the command's list: the OTLP spool and the
+    /// alert counters.
+    pub fn sinks(&self) -> Vec<Box<dyn AlertSink>> {
+        let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
+        if let Some(queue) = &self.queue {
+            sinks.push(Box::new(OtlpSink::new(queue.clone())));
+        }
+        sinks.push(Box::new(MetricsSink::new(self.metrics.clone())));
+        sinks
+    }
+
+    /// What the spool holds and has given up, for the summary line.
+    pub fn stats(&self) -> Option<pipeline::QueueStats> {
+        self.queue.as_ref().map(|q| q.stats())
+    }
+
+    /// Drains the spool (for at most `drain`), then stops the sender and
+    /// flushes metrics. Alerts still spooled stay on disk for the next
+    /// start. Returns the pipeline's final accounting.
+    pub async fn shutdown(mut self, drain: Duration) -> Option<pipeline::QueueStats> {
+        if let Some(queue) = &self.queue {
+            let drained = queue.drained(drain).await;
+            if !drained {
+                warn!(
+                    pending = queue.stats().pending,
+                    "collector did not take every alert before exit; they stay spooled"
+                );
+            }
+            queue.close();
+        }
+        if let Some(sender) = self.sender.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), sender).await;
+        }
+        if let Some(provider) = self.meter_provider.take() {
+            // Blocks on the reader's worker, which runs on this runtime.
+            let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        }
+        self.health.set_ready(false);
+        self.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The config the DaemonSet ships (deploy/kustomize) is one the agent
+    /// accepts.
+    #[test]
+    fn the_deployed_agent_config_loads() {
+        let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/kustomize/configmap-config.yaml");
+        let text = std::fs::read_to_string(&manifest).expect("configmap");
+        let configmap: serde_json::Value = serde_saphyr::from_str(&text).expect("yaml");
+        let agent = configmap["data"]["agent.yaml"]
+            .as_str()
+            .expect("agent.yaml");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(&path, agent).expect("write");
+        let config =
+            crate::baseline::config::load(&path).unwrap_or_else(|rejected| panic!("{rejected}"));
+        assert_eq!(
+            config.baseline.as_deref(),
+            Some(std::path::Path::new(
+                "/etc/eastwatch/baseline/baseline.yaml"
+            ))
+        );
+    }
+}

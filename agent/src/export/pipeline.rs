@@ -1,0 +1,384 @@
+//! The OTLP alert pipeline: [`OtlpSink`] maps each alert and appends it to
+//! the spool (quick, local); [`run_sender`] reads the spool in order,
+//! hands batches to the OTLP log exporter and acknowledges them in the
+//! spool only once the collector has accepted them. When the collector is
+//! away, alerts wait on disk; when the disk bound is reached, alerts are
+//! counted as dropped and, once there is room again, one visibility-gap
+//! alert says how many and of which kinds.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use opentelemetry::{InstrumentationScope, logs::LoggerProvider as _};
+use opentelemetry_otlp::LogExporter;
+use opentelemetry_sdk::logs::{LogBatch, LogExporter as _, SdkLogRecord, SdkLoggerProvider};
+use serde::Serialize;
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use super::{
+    metrics::Metrics,
+    otlp::record,
+    site::Site,
+    spool::{SYNC_EVERY, Spool, SpoolError},
+};
+use crate::alert::{Alert, AlertKind, AlertSink, Mode, Severity, SinkError};
+
+/// Records per export call.
+pub const BATCH: usize = 256;
+/// Retry delays while the collector fails: doubling from the first to the
+/// last.
+pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Alerts the spool had to refuse since the last gap alert.
+#[derive(Debug, Default)]
+struct Overflow {
+    dropped: u64,
+    by_kind: BTreeMap<&'static str, u64>,
+    first: Option<SystemTime>,
+    last: Option<SystemTime>,
+}
+
+/// What the pipeline has done, for the summary and readiness.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueueStats {
+    /// Alerts spooled, not yet accepted by the collector.
+    pub pending: u64,
+    pub spool_bytes: u64,
+    pub spool_max_bytes: u64,
+    /// Alerts the collector accepted.
+    pub exported: u64,
+    /// Export calls that failed (each retried).
+    pub export_failures: u64,
+    /// Alerts refused because the spool was full (each counted in a
+    /// visibility-gap alert).
+    pub dropped: u64,
+    /// Visibility-gap alerts raised for drops.
+    pub gap_alerts: u64,
+    pub last_error: Option<String>,
+}
+
+struct Inner {
+    spool: Spool,
+    overflow: Overflow,
+    stats: QueueStats,
+}
+
+pub struct AlertQueue {
+    inner: Mutex<Inner>,
+    wake: Notify,
+    closed: AtomicBool,
+    site: Site,
+    metrics: Metrics,
+}
+
+impl AlertQueue {
+    pub fn new(spool: Spool, site: Site, metrics: Metrics) -> Self {
+        let stats = QueueStats {
+            pending: spool.pending(),
+            spool_bytes: spool.bytes(),
+            spool_max_bytes: spool.max_bytes(),
+            ..QueueStats::default()
+        };
+        if stats.pending > 0 {
+            info!(
+                pending = stats.pending,
+                "alerts from a previous run are waiting in the spool"
+            );
+        }
+        Self {
+            inner: Mutex::new(Inner {
+                spool,
+                overflow: Overflow::default(),
+                stats,
+            }),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+            site,
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere must not stop alerts: the data is still whole.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        let inner = self.lock();
+        let mut stats = inner.stats.clone();
+        stats.pending = inner.spool.pending();
+        stats.spool_bytes = inner.spool.bytes();
+        stats
+    }
+
+    /// Spools an alert; a full spool counts it instead.
+    pub fn push(&self, alert: &Alert) -> Result<(), SinkError> {
+        let record = record::from_alert(alert, SystemTime::now());
+        let mut inner = self.lock();
+        self.raise_gap(&mut inner);
+        let result = match inner.spool.append(&record) {
+            Ok(_) => Ok(()),
+            Err(SpoolError::Full { .. }) => {
+                self.count_drop(&mut inner, alert.kind, alert.time);
+                Ok(())
+            }
+            Err(err) => {
+                self.count_drop(&mut inner, alert.kind, alert.time);
+                Err(SinkError::Other(format!("spooling alert: {err}")))
+            }
+        };
+        self.metrics.spool_bytes(inner.spool.bytes());
+        drop(inner);
+        self.wake.notify_one();
+        result
+    }
+
+    fn count_drop(&self, inner: &mut Inner, kind: AlertKind, time: SystemTime) {
+        let overflow = &mut inner.overflow;
+        overflow.dropped += 1;
+        *overflow.by_kind.entry(kind.as_str()).or_default() += 1;
+        overflow.first.get_or_insert(time);
+        overflow.last = Some(time);
+        inner.stats.dropped += 1;
+        self.metrics.spool_dropped(kind);
+        let dropped = inner.stats.dropped;
+        // Logged at 1, 2, 4, ...: the count is exact, the log no flood.
+        if dropped.is_power_of_two() {
+            warn!(
+                dropped,
+                max_bytes = inner.spool.max_bytes(),
+                "alert spool full; alerts dropped and counted"
+            );
+        }
+    }
+
+    /// Once there is room: one visibility-gap alert for what was dropped.
+    fn raise_gap(&self, inner: &mut Inner) {
+        if inner.overflow.dropped == 0 {
+            return;
+        }
+        let alert = overflow_alert(&inner.overflow, inner.spool.max_bytes(), &self.site);
+        let record = record::from_alert(&alert, SystemTime::now());
+        if !inner.spool.fits(Spool::encoded_len(&record)) {
+            return;
+        }
+        match inner.spool.append(&record) {
+            Ok(_) => {
+                info!(
+                    dropped = inner.overflow.dropped,
+                    "spool has room again; visibility-gap alert raised"
+                );
+                inner.overflow = Overflow::default();
+                inner.stats.gap_alerts += 1;
+                self.metrics.alert(&alert);
+            }
+            Err(err) => debug!(%err, "gap alert not spooled yet"),
+        }
+    }
+
+    /// Waits until the collector has everything, or `timeout`.
+    pub async fn drained(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.lock().spool.pending() == 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the sender (after its current call).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
+fn overflow_alert(overflow: &Overflow, max_bytes: u64, site: &Site) -> Alert {
+    let kinds: Vec<String> = overflow
+        .by_kind
+        .iter()
+        .map(|(kind, n)| format!("{n} {kind}"))
+        .collect();
+    let mut details = BTreeMap::from([
+        ("dropped".to_owned(), overflow.dropped.to_string()),
+        ("spool_max_bytes".to_owned(), max_bytes.to_string()),
+    ]);
+    for (kind, n) in &overflow.by_kind {
+        details.insert(format!("dropped.{kind}"), n.to_string());
+    }
+    let rfc3339 = |t: SystemTime| humantime::format_rfc3339_micros(t).to_string();
+    if let Some(first) = overflow.first {
+        details.insert("first_dropped".into(), rfc3339(first));
+    }
+    if let Some(last) = overflow.last {
+        details.insert("last_dropped".into(), rfc3339(last));
+    }
+    Alert {
+        kind: AlertKind::VisibilityGap,
+        time: SystemTime::now(),
+        severity: Severity::High,
+        summary: format!(
+            "{} alert(s) dropped: the OTLP spool was full ({max_bytes} bytes) while the collector was unreachable or slow ({})",
+            overflow.dropped,
+            kinds.join(", ")
+        ),
+        mode: Mode::Monitor,
+        node: site.node_or_host(),
+        flow: None,
+        source: None,
+        destination: None,
+        verdict: Some("spool-overflow".into()),
+        rule: None,
+        baseline_digest: None,
+        technique: None,
+        details,
+    }
+}
+
+/// The sink in the command's list.
+pub struct OtlpSink {
+    queue: Arc<AlertQueue>,
+}
+
+impl OtlpSink {
+    pub fn new(queue: Arc<AlertQueue>) -> Self {
+        Self { queue }
+    }
+}
+
+impl AlertSink for OtlpSink {
+    fn deliver(&mut self, alert: &Alert) -> Result<(), SinkError> {
+        self.queue.push(alert)
+    }
+}
+
+fn scope() -> InstrumentationScope {
+    InstrumentationScope::builder("eastwatch")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build()
+}
+
+/// Sends the spool to the collector, in order, until the queue is closed.
+pub async fn run_sender(queue: Arc<AlertQueue>, exporter: LogExporter) {
+    // A provider without processors: only its logger's record factory is
+    // used; the records go to the exporter here.
+    let provider = SdkLoggerProvider::builder().build();
+    let logger = provider.logger_with_scope(scope());
+    let scope = scope();
+    let mut backoff = BACKOFF_FIRST;
+    let mut failing_since: Option<Instant> = None;
+    let mut last_sync = Instant::now();
+    loop {
+        let batch = {
+            let mut inner = queue.lock();
+            if last_sync.elapsed() >= SYNC_EVERY {
+                if let Err(err) = inner.spool.sync() {
+                    warn!(%err, "spool sync failed");
+                }
+                last_sync = Instant::now();
+            }
+            inner.spool.peek(BATCH)
+        };
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(err) => {
+                warn!(%err, "reading the spool failed");
+                if queue.is_closed() {
+                    break;
+                }
+                tokio::time::sleep(BACKOFF_MAX).await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            if queue.is_closed() {
+                break;
+            }
+            tokio::select! {
+                _ = queue.wake.notified() => {}
+                _ = tokio::time::sleep(SYNC_EVERY) => {}
+            }
+            continue;
+        }
+        let records: Vec<SdkLogRecord> = batch
+            .iter()
+            .map(|s| s.record.to_sdk(s.seq, &logger))
+            .collect();
+        let pairs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
+            records.iter().map(|r| (r, &scope)).collect();
+        let result = exporter.export(LogBatch::new(&pairs)).await;
+        let Some(last) = batch.last() else {
+            continue;
+        };
+        match result {
+            Ok(()) => {
+                let mut inner = queue.lock();
+                if let Err(err) = inner.spool.ack(last) {
+                    // Sent but not recorded: it may be sent again (at least
+                    // once), never lost.
+                    warn!(%err, "acknowledging in the spool failed");
+                }
+                inner.stats.exported += batch.len() as u64;
+                queue.metrics.exported(batch.len() as u64);
+                queue.raise_gap(&mut inner);
+                queue.metrics.spool_bytes(inner.spool.bytes());
+                if let Some(since) = failing_since.take() {
+                    info!(
+                        after = ?since.elapsed(),
+                        pending = inner.spool.pending(),
+                        "collector reachable again; sending spooled alerts"
+                    );
+                }
+                backoff = BACKOFF_FIRST;
+            }
+            Err(err) => {
+                let failures = {
+                    let mut inner = queue.lock();
+                    inner.stats.export_failures += 1;
+                    inner.stats.last_error = Some(err.to_string());
+                    inner.stats.export_failures
+                };
+                queue.metrics.export_failed();
+                if failing_since.is_none() || failures.is_power_of_two() {
+                    warn!(%err, failures, "OTLP export failed; alerts stay spooled and are retried");
+                }
+                failing_since.get_or_insert_with(Instant::now);
+                if queue.is_closed() {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = wait_closed(&queue) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+    let mut inner = queue.lock();
+    if let Err(err) = inner.spool.sync() {
+        warn!(%err, "spool sync failed");
+    }
+    let _ = exporter.shutdown();
+}
+
+async fn wait_closed(queue: &AlertQueue) {
+    while !queue.is_closed() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
