@@ -170,4 +170,9 @@ impl Lan {
     pub fn v6(i: usize) -> String {
         format!("fd78::{}", i + 1)
     }
+
+    /// Member `i`'s interface (inside its namespace).
+    pub fn device(&self, i: usize) -> String {
+        format!("{}m", self.members[i].name())
+    }
 }

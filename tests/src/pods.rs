@@ -8,6 +8,7 @@ use std::{
     io::Write,
     path::PathBuf,
     process::{Command, Stdio},
+    sync::Mutex,
 };
 
 use crate::{TestCgroup, TestNetns, cgroup::cgroup2_mount};
@@ -58,6 +59,10 @@ pub struct PodCgroup {
     made: Vec<PathBuf>,
 }
 
+/// Shared parents (`kubepods.slice`, ...) this process made: whichever pod
+/// goes last removes them, in any drop order.
+static SHARED_PARENTS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
 impl PodCgroup {
     pub fn burstable(uid: &str, container: &str) -> Self {
         let (mount, root) = cgroup2_mount();
@@ -69,11 +74,15 @@ impl PodCgroup {
         ];
         let mut made = Vec::new();
         let mut dir = mount.clone();
-        for level in &levels {
+        for (depth, level) in levels.iter().enumerate() {
             dir = dir.join(level);
             if !dir.exists() {
                 fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-                made.push(dir.clone());
+                if depth + 1 < levels.len() {
+                    shared_parents().push(dir.clone());
+                } else {
+                    made.push(dir.clone());
+                }
             }
         }
         let relative = format!("{}/cri-containerd-{container}.scope", levels.join("/"));
@@ -88,6 +97,12 @@ impl PodCgroup {
     }
 }
 
+fn shared_parents() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    SHARED_PARENTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Drop for PodCgroup {
     fn drop(&mut self) {
         if let Some(container) = self.container.take() {
@@ -95,6 +110,14 @@ impl Drop for PodCgroup {
         }
         for dir in self.made.iter().rev() {
             let _ = fs::remove_dir(dir);
+        }
+        // Deepest first; a parent another pod still uses stays.
+        let mut parents = shared_parents();
+        while let Some(dir) = parents.last() {
+            if fs::remove_dir(dir).is_err() && dir.exists() {
+                break;
+            }
+            parents.pop();
         }
     }
 }
@@ -144,24 +167,48 @@ impl PodNetwork {
             ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", dev]);
             ns.ip(&["link", "set", dev, "up"]);
         }
-        // Service addresses route out of the pod and are rewritten on the
-        // way (kube-proxy's nat OUTPUT rule, in nftables).
-        client.ip(&["route", "add", "10.78.96.0/24", "dev", &vc]);
-        let rules = format!(
-            "table ip eastwatch_kube_proxy {{\n\
-               chain output {{\n\
-                 type nat hook output priority -100; policy accept;\n\
-                 ip daddr {} tcp dport {cluster_port} dnat to {}:{server_port}\n\
-               }}\n\
-             }}\n",
-            Self::CLUSTER_IP,
-            Self::SERVER_IP
-        );
-        run(
-            "ip",
-            &["netns", "exec", client.name(), "nft", "-f", "-"],
-            Some(&rules),
+        kube_proxy(
+            &client,
+            &vc,
+            &[ClusterIp {
+                ip: Self::CLUSTER_IP,
+                port: cluster_port,
+                backend_ip: Self::SERVER_IP,
+                backend_port: server_port,
+            }],
         );
         Self { client, server }
     }
+}
+
+/// A Service's ClusterIP and the one backend it leads to.
+pub struct ClusterIp<'a> {
+    pub ip: &'a str,
+    pub port: u16,
+    pub backend_ip: &'a str,
+    pub backend_port: u16,
+}
+
+/// What kube-proxy sets up in a pod's view of the network: the service
+/// range (`10.78.96.0/24`) routed out of `dev`, and each ClusterIP
+/// rewritten to its backend by nftables DNAT on the nat OUTPUT hook. The
+/// rules live and die with `ns`.
+pub fn kube_proxy(ns: &TestNetns, dev: &str, services: &[ClusterIp<'_>]) {
+    ns.ip(&["route", "add", "10.78.96.0/24", "dev", dev]);
+    let mut rules = String::from(
+        "table ip eastwatch_kube_proxy {\n  chain output {\n    \
+         type nat hook output priority -100; policy accept;\n",
+    );
+    for s in services {
+        rules.push_str(&format!(
+            "    ip daddr {} tcp dport {} dnat to {}:{}\n",
+            s.ip, s.port, s.backend_ip, s.backend_port
+        ));
+    }
+    rules.push_str("  }\n}\n");
+    run(
+        "ip",
+        &["netns", "exec", ns.name(), "nft", "-f", "-"],
+        Some(&rules),
+    );
 }

@@ -16,7 +16,12 @@ use crate::{TestCgroup, TestNetns};
 /// The peer binary built next to the test executables.
 pub fn peer_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> → target/<profile>/eastwatch-peer
+    // Next to a binary of this package (target/<profile>/eastwatch-demo),
+    // or one level up from a test (target/<profile>/deps/<test>).
+    let beside = exe.with_file_name("eastwatch-peer");
+    if beside.exists() {
+        return beside;
+    }
     let profile_dir = exe
         .parent()
         .and_then(|deps| deps.parent())

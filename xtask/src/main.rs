@@ -40,6 +40,9 @@ enum Task {
     /// and 100k-edge baselines), then the kernel programs' cost to traffic
     /// and the agent's event intake (root).
     Bench,
+    /// A simulated node with a 3-tier app: learn, review the baseline,
+    /// monitor, an attack, alerts printed and received over OTLP (root).
+    Demo,
     /// Build and run `eastwatch observe` on this machine (needs root).
     Observe {
         /// Arguments for `eastwatch observe`, after `--`.
@@ -65,10 +68,45 @@ fn main() -> anyhow::Result<()> {
             test(&root, filter.as_deref())
         }
         Task::Bench => bench(&root),
+        Task::Demo => demo(&root),
         Task::Observe { args } => {
             let binary = build_release(&root)?;
             run(Command::new(binary).arg("observe").args(args))
         }
+    }
+}
+
+/// Builds the agent and the demo (release) and runs the demo. Ctrl-C
+/// reaches the demo too (same process group): it removes its simulated
+/// node and exits, and this waits for that instead of dying first.
+fn demo(root: &Path) -> anyhow::Result<()> {
+    if !setup::is_root() {
+        bail!(
+            "the demo loads eBPF programs and makes cgroups and network namespaces: \
+             run `cargo xtask demo` as root"
+        );
+    }
+    let agent = build_release(root)?;
+    run(cargo(root).args([
+        "build",
+        "--release",
+        "--package",
+        "eastwatch-tests",
+        "--bin",
+        "eastwatch-demo",
+        "--bin",
+        "eastwatch-peer",
+    ]))?;
+    ignore_interrupts();
+    run(Command::new(root.join("target/release/eastwatch-demo")).env("EASTWATCH_BIN", agent))
+}
+
+fn ignore_interrupts() {
+    // SAFETY: setting SIG_IGN has no preconditions. An ignored signal stays
+    // ignored across exec; the demo installs its own handler, and its
+    // children start from the default again.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
     }
 }
 

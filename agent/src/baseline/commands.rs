@@ -12,6 +12,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::{
     config,
     diag::Diagnostic,
+    exclude::Exclusions,
     format::{self, BaselineDoc},
     judge::JudgeConfig,
     learn::{self, Evidence},
@@ -25,7 +26,7 @@ use crate::{
     baseline::config::Scopes,
     cli::{SensorArgs, duration},
     export::{ExportArgs, site::Site},
-    identity::{IdentityArgs, IdentityResolver},
+    identity::{IdentityArgs, IdentityResolver, Resolve},
 };
 
 #[derive(Debug, Args)]
@@ -49,6 +50,10 @@ pub struct LearnArgs {
     /// `metadata.name` of the learned baseline.
     #[arg(long, default_value = "learned")]
     pub name: String,
+    /// Leave this cgroup and everything beneath it out of learning and
+    /// judging (still observed and counted). Repeatable.
+    #[arg(long = "exclude-cgroup", value_name = "PATH")]
+    pub exclude_cgroups: Vec<String>,
     #[command(flatten)]
     pub sensor: SensorArgs,
     #[command(flatten)]
@@ -75,6 +80,10 @@ pub struct MonitorArgs {
     /// Stop after this long; default: until Ctrl-C.
     #[arg(long, value_parser = duration)]
     pub duration: Option<Duration>,
+    /// Leave this cgroup and everything beneath it out of learning and
+    /// judging (still observed and counted). Repeatable.
+    #[arg(long = "exclude-cgroup", value_name = "PATH")]
+    pub exclude_cgroups: Vec<String>,
     #[command(flatten)]
     pub sensor: SensorArgs,
     #[command(flatten)]
@@ -93,6 +102,10 @@ pub struct RunArgs {
     pub duration: Option<Duration>,
     #[arg(long, default_value = "30s", value_parser = duration)]
     pub checkpoint_interval: Duration,
+    /// Leave this cgroup and everything beneath it out of learning and
+    /// judging (still observed and counted). Repeatable.
+    #[arg(long = "exclude-cgroup", value_name = "PATH")]
+    pub exclude_cgroups: Vec<String>,
     #[command(flatten)]
     pub sensor: SensorArgs,
     #[command(flatten)]
@@ -190,13 +203,25 @@ pub async fn learn(args: LearnArgs) -> anyhow::Result<ExitCode> {
         checkpoint_every: args.checkpoint_interval,
         export: args.export,
         site: Site::new(&args.identity),
+        exclusions: Exclusions::new(&args.exclude_cgroups),
     };
-    runtime::run(
-        setup,
-        Box::new(IdentityResolver::start(&args.identity).await?),
-    )
-    .await?;
+    runtime::run(setup, synced_resolver(&args.identity).await?).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The identity resolver once its sources have listed (or could not):
+/// printed as an `identity` line before `ready`.
+async fn synced_resolver(args: &IdentityArgs) -> anyhow::Result<Box<dyn Resolve + Send>> {
+    let resolver = IdentityResolver::start(args).await?;
+    let status = resolver.wait_synced(args.identity_sync_timeout).await;
+    if !status.synced() {
+        tracing::warn!(
+            "identity sources not synced after {:?}: ends they cannot name yet are judged as unknown",
+            args.identity_sync_timeout
+        );
+    }
+    runtime::status(serde_json::json!({"event": "identity", "identity": status}));
+    Ok(Box::new(resolver))
 }
 
 pub async fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
@@ -217,12 +242,9 @@ pub async fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         checkpoint_every: Duration::from_secs(30),
         export: args.export,
         site: Site::new(&args.identity),
+        exclusions: Exclusions::new(&args.exclude_cgroups),
     };
-    runtime::run(
-        setup,
-        Box::new(IdentityResolver::start(&args.identity).await?),
-    )
-    .await?;
+    runtime::run(setup, synced_resolver(&args.identity).await?).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -256,12 +278,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         checkpoint_every: args.checkpoint_interval,
         export: args.export,
         site: Site::new(&args.identity),
+        exclusions: Exclusions::new(&args.exclude_cgroups),
     };
-    runtime::run(
-        setup,
-        Box::new(IdentityResolver::start(&args.identity).await?),
-    )
-    .await?;
+    runtime::run(setup, synced_resolver(&args.identity).await?).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -8,6 +8,7 @@
 pub mod commands;
 pub mod config;
 pub mod diag;
+pub mod exclude;
 pub mod format;
 pub mod judge;
 pub mod learn;

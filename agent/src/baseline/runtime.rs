@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use super::{
     config::{self, Scopes},
+    exclude::Exclusions,
     judge::{Judge, JudgeConfig},
     learn::{self, Learner},
     matcher::{Matcher, ObservedEdge},
@@ -60,6 +61,8 @@ pub struct RunSetup {
     pub export: ExportArgs,
     /// Host, node and cluster names for exported records.
     pub site: Site,
+    /// Cgroups neither learned nor judged.
+    pub exclusions: Exclusions,
 }
 
 /// Prints one status line on stdout.
@@ -74,6 +77,9 @@ pub fn status(value: Value) {
 struct Engine {
     resolver: Box<dyn Resolve + Send>,
     scopes: Scopes,
+    exclusions: Exclusions,
+    /// Observations of excluded cgroups' flows.
+    excluded: u64,
     learner: Option<Learner>,
     learn: Option<LearnFiles>,
     judge: Option<Judge>,
@@ -127,6 +133,10 @@ impl Engine {
     }
 
     fn take(&mut self, flow: &ResolvedFlow, count: u64, now: SystemTime) {
+        if self.exclusions.excludes(flow.flow.owner.path.as_deref()) {
+            self.excluded += count;
+            return;
+        }
         match self.scopes.mode_for(&flow.local.identity) {
             Mode::Learn => {
                 if let Some(learner) = &mut self.learner
@@ -397,6 +407,8 @@ pub async fn run(setup: RunSetup, resolver: Box<dyn Resolve + Send>) -> anyhow::
     let mut engine = Engine {
         resolver,
         scopes: setup.scopes.clone(),
+        exclusions: setup.exclusions.clone(),
+        excluded: 0,
         learner,
         learn: setup.learn.clone(),
         judge,
@@ -506,6 +518,7 @@ pub async fn run(setup: RunSetup, resolver: Box<dyn Resolve + Send>) -> anyhow::
         "learned_edges": engine.learner.as_ref().map(Learner::len),
         "converged_for_secs": engine.learner.as_ref().map(|l| l.converged_for(now).as_secs()),
         "sink_errors": engine.sink_errors,
+        "excluded_observations": engine.excluded,
         "agent": sensor.stats(),
         "export": exported,
     }));

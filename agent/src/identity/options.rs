@@ -1,7 +1,7 @@
 //! Command-line options for identity, shared by every command that
 //! resolves flows.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::Args;
 
@@ -30,6 +30,11 @@ pub struct IdentityArgs {
     /// without a Kubernetes API; it takes precedence over Kubernetes.
     #[arg(long, value_name = "FILE")]
     pub inventory: Option<PathBuf>,
+    /// learn, monitor and run wait up to this long for the Kubernetes
+    /// watches' first lists before they judge flows, so the first minutes
+    /// are not learned or alerted as `unknown`.
+    #[arg(long, default_value = "15s", value_parser = crate::cli::duration, value_name = "D")]
+    pub identity_sync_timeout: Duration,
 }
 
 impl Default for IdentityArgs {
@@ -42,6 +47,7 @@ impl Default for IdentityArgs {
             cluster_name: None,
             trust_domain: "cluster.local".into(),
             inventory: None,
+            identity_sync_timeout: Duration::from_secs(15),
         }
     }
 }

@@ -19,7 +19,11 @@
 //! 5. a node address → the node;
 //! 6. anything else is `external`.
 
-use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -116,6 +120,24 @@ impl IdentityResolver {
                 kube,
             }),
         })
+    }
+
+    /// Waits up to `timeout` for every watched resource's first list, so
+    /// judging starts with identities; gives up at once when the API server
+    /// has never answered (lookups then say why).
+    pub async fn wait_synced(&self, timeout: Duration) -> IdentityStatus {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let status = self.status();
+            let unreachable = status
+                .states()
+                .iter()
+                .any(|(_, state)| *state == SyncState::Unreachable);
+            if status.synced() || unreachable || tokio::time::Instant::now() >= deadline {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Where each source stands.
