@@ -7,6 +7,13 @@ pub struct Events {
     pub stderr: String,
 }
 
+/// An alert line (`eastwatch.alert.*`), whatever its kind.
+pub fn is_alert(event: &Value) -> bool {
+    event["event"]
+        .as_str()
+        .is_some_and(|kind| kind.starts_with("eastwatch.alert."))
+}
+
 impl Events {
     pub fn new(all: Vec<Value>, stderr: String) -> Self {
         Self { all, stderr }

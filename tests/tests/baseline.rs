@@ -10,7 +10,9 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use eastwatch_tests::{Agent, Lan, Peer, TempDir, TestCgroup, agent::agent_binary};
+use eastwatch_tests::{
+    Agent, Lan, Peer, TempDir, TestCgroup, agent::agent_binary, events::is_alert,
+};
 use serde_json::Value;
 
 const WEB: usize = 0;
@@ -459,14 +461,7 @@ fn learn_lint_monitor_then_lateral_moves_alert_once() {
     }
 
     // The alerts file has exactly what stdout had.
-    let on_stdout: Vec<&Value> = events
-        .iter()
-        .filter(|e| {
-            e["event"]
-                .as_str()
-                .is_some_and(|k| k.starts_with("eastwatch.alert."))
-        })
-        .collect();
+    let on_stdout: Vec<&Value> = events.iter().filter(|e| is_alert(e)).collect();
     let in_file = lines_of(&alerts_file);
     assert_eq!(in_file.len(), on_stdout.len());
     assert!(in_file.iter().zip(&on_stdout).all(|(a, b)| a == *b));

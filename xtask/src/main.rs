@@ -87,18 +87,9 @@ fn demo(root: &Path) -> anyhow::Result<()> {
         );
     }
     let agent = build_release(root)?;
-    run(cargo(root).args([
-        "build",
-        "--release",
-        "--package",
-        "eastwatch-tests",
-        "--bin",
-        "eastwatch-demo",
-        "--bin",
-        "eastwatch-peer",
-    ]))?;
+    let demo = build_harness_bins(root, &["eastwatch-demo", "eastwatch-peer"])?;
     ignore_interrupts();
-    run(Command::new(root.join("target/release/eastwatch-demo")).env("EASTWATCH_BIN", agent))
+    run(Command::new(demo).env("EASTWATCH_BIN", agent))
 }
 
 fn ignore_interrupts() {
@@ -137,6 +128,19 @@ fn cargo(root: &Path) -> Command {
 fn build_release(root: &Path) -> anyhow::Result<PathBuf> {
     run(cargo(root).args(["build", "--release", "--package", "eastwatch"]))?;
     Ok(root.join("target/release/eastwatch"))
+}
+
+/// Builds programs of the test harness (release); returns the first's path.
+fn build_harness_bins(root: &Path, bins: &[&str]) -> anyhow::Result<PathBuf> {
+    let mut command = cargo(root);
+    command.args(["build", "--release", "--package", "eastwatch-tests"]);
+    for bin in bins {
+        command.args(["--bin", bin]);
+    }
+    run(&mut command)?;
+    Ok(root
+        .join("target/release")
+        .join(bins.first().copied().unwrap_or_default()))
 }
 
 fn lint(root: &Path) -> anyhow::Result<()> {
@@ -178,15 +182,8 @@ fn bench(root: &Path) -> anyhow::Result<()> {
         bail!("the kernel benchmark attaches eBPF programs: run `cargo xtask bench` as root");
     }
     let binary = build_release(root)?;
-    run(cargo(root).args([
-        "build",
-        "--release",
-        "--package",
-        "eastwatch-tests",
-        "--bin",
-        "eastwatch-kbench",
-    ]))?;
-    run(Command::new(root.join("target/release/eastwatch-kbench")).env("EASTWATCH_BIN", binary))
+    let kbench = build_harness_bins(root, &["eastwatch-kbench"])?;
+    run(Command::new(kbench).env("EASTWATCH_BIN", binary))
 }
 
 fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {

@@ -36,8 +36,12 @@ struct Exported {
 
 impl Exported {
     fn observations(&mut self, observations: &[Observation]) {
+        // Without a collector the metrics go nowhere: do not resolve every
+        // flow a second time for them (the printer resolves its own).
+        let metered = self.export.enabled();
         for observation in observations {
             match observation {
+                Observation::Flow(_) | Observation::Count(_) if !metered => {}
                 Observation::Flow(flow) => {
                     let resolved = self.resolver.resolve(flow);
                     self.export.metrics.observed(&resolved, flow.count.max(1));

@@ -23,6 +23,7 @@ use eastwatch_tests::{
     Agent, Lan, Peer, TempDir, TestCgroup,
     agent::agent_binary,
     cgroup::cgroup2_mount,
+    events::is_alert,
     kube_api::{
         FakeApi, Resource,
         objects::{self, PodSpec},
@@ -593,15 +594,7 @@ fn run() -> anyhow::Result<()> {
     pause(Duration::from_secs(1))?;
     // Stopping closes the windows: repeats are reported then.
     let events = monitor.stop();
-    let raised: Vec<&Value> = events
-        .all
-        .iter()
-        .filter(|e| {
-            e["event"]
-                .as_str()
-                .is_some_and(|k| k.starts_with("eastwatch.alert."))
-        })
-        .collect();
+    let raised: Vec<&Value> = events.all.iter().filter(|e| is_alert(e)).collect();
 
     heading("6. Alerts printed by the agent (JSON lines on stdout; summaries here)");
     for alert in &raised {
@@ -641,11 +634,7 @@ fn alerts(agent: &mut Agent) -> Vec<Value> {
     agent
         .events_so_far(Duration::from_millis(300))
         .into_iter()
-        .filter(|e| {
-            e["event"]
-                .as_str()
-                .is_some_and(|k| k.starts_with("eastwatch.alert."))
-        })
+        .filter(is_alert)
         .collect()
 }
 
