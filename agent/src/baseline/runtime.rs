@@ -65,6 +65,9 @@ pub struct RunSetup {
     pub exclusions: Exclusions,
 }
 
+/// How long a burst of file events settles before a reload.
+const RELOAD_SETTLE: Duration = Duration::from_millis(200);
+
 /// Prints one status line on stdout.
 pub fn status(value: Value) {
     let mut line = value.to_string();
@@ -458,6 +461,7 @@ pub async fn run(setup: RunSetup, resolver: Box<dyn Resolve + Send>) -> anyhow::
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut checkpoint = tokio::time::interval(setup.checkpoint_every);
     checkpoint.tick().await;
+    let mut reload_at = None;
     loop {
         tokio::select! {
             observations = sensor.next() => {
@@ -485,8 +489,17 @@ pub async fn run(setup: RunSetup, resolver: Box<dyn Resolve + Send>) -> anyhow::
                     None => std::future::pending().await,
                 }
             } => {
-                // Let a burst of events (a ConfigMap swap is several) settle.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                // Let a burst of events (a ConfigMap swap is several) settle
+                // while flows keep being judged.
+                reload_at.get_or_insert_with(|| tokio::time::Instant::now() + RELOAD_SETTLE);
+            }
+            () = async {
+                match reload_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                reload_at = None;
                 if let Some(watch) = &mut watch {
                     while watch.events.try_recv().is_ok() {}
                 }
