@@ -11,7 +11,16 @@ use std::{
     sync::Mutex,
 };
 
-use crate::{TestCgroup, TestNetns, cgroup::cgroup2_mount};
+use serde_json::json;
+
+use crate::{
+    TestCgroup, TestNetns,
+    cgroup::cgroup2_mount,
+    kube_api::{
+        FakeApi, Resource,
+        objects::{self, PodSpec},
+    },
+};
 
 fn run(program: &str, args: &[&str], stdin: Option<&str>) {
     let mut child = Command::new(program)
@@ -211,4 +220,66 @@ pub fn kube_proxy(ns: &TestNetns, dev: &str, services: &[ClusterIp<'_>]) {
         &["netns", "exec", ns.name(), "nft", "-f", "-"],
         Some(&rules),
     );
+}
+
+/// `shop`: Deployments frontend and api (ReplicaSet → Deployment), each
+/// with its service account, and Service api with its EndpointSlice, on
+/// [`PodNetwork`]'s addresses; `node` holds both pods.
+pub fn describe_shop(api: &FakeApi, frontend_uid: &str, api_uid: &str, node: &str) {
+    for (name, hash, suffix, uid, ip) in [
+        (
+            "frontend",
+            "7d9c8b6f5",
+            "x2k4p",
+            frontend_uid,
+            PodNetwork::CLIENT_IP,
+        ),
+        ("api", "5f6d7c8b9", "q8w2e", api_uid, PodNetwork::SERVER_IP),
+    ] {
+        let labels = json!({"app": name});
+        api.apply(
+            Resource::Deployments,
+            objects::deployment("shop", name, &labels),
+        );
+        api.apply(
+            Resource::ReplicaSets,
+            objects::replicaset("shop", name, hash, &labels),
+        );
+        api.apply(
+            Resource::Pods,
+            objects::pod(&PodSpec {
+                namespace: "shop",
+                deployment: name,
+                hash,
+                suffix,
+                uid,
+                node: node,
+                ip,
+                service_account: name,
+                labels: &labels,
+            }),
+        );
+    }
+    api.apply(
+        Resource::Services,
+        objects::service(
+            "shop",
+            "api",
+            PodNetwork::CLUSTER_IP,
+            80,
+            8080,
+            &json!({"app": "api"}),
+        ),
+    );
+    api.apply(
+        Resource::EndpointSlices,
+        objects::endpoint_slice(
+            "shop",
+            "api",
+            "7xk2p",
+            8080,
+            &[("api-5f6d7c8b9-q8w2e", PodNetwork::SERVER_IP, node)],
+        ),
+    );
+    api.apply(Resource::Nodes, objects::node(node, "192.0.2.1"));
 }

@@ -17,7 +17,9 @@ use std::{
 use eastwatch_tests::{
     Agent, Peer, TempDir, TestCgroup, VethPair,
     agent::agent_binary,
+    kube_api::FakeApi,
     otlp::{Collector, Protocol, ReceivedLog, TlsFiles},
+    pods::{PodCgroup, PodNetwork, container_id, describe_shop, pod_uid},
 };
 use serde_json::Value;
 
@@ -765,4 +767,90 @@ fn mutual_tls_over_grpc_by_flags_and_over_http_by_environment() {
         "{export}"
     );
     assert!(export["pending"].as_u64().unwrap_or(0) > 0, "{export}");
+}
+
+/// A lateral move between two simulated pods, with the cluster described by
+/// a Kubernetes API server: the record names the observed pod (`k8s.*`,
+/// `container.id`) and both workloads with their SPIFFE IDs, and the
+/// resource names the node and the cluster.
+#[test]
+fn a_pod_to_pod_alert_carries_kubernetes_attributes_and_both_workloads() {
+    let net = PodNetwork::new(80, 8080);
+    let (frontend_uid, api_uid) = (pod_uid("frontend"), pod_uid("api"));
+    let frontend_container = container_id("fe");
+    let frontend = PodCgroup::burstable(&frontend_uid, &frontend_container);
+    let kube = FakeApi::start();
+    describe_shop(&kube, &frontend_uid, &api_uid, "e2e-node");
+    let dir = TempDir::new("export-k8s");
+    let kubeconfig = kube.write_kubeconfig(dir.path(), "e2e");
+    let collector = Collector::start(Protocol::Grpc);
+    let agent = monitor(
+        &dir,
+        &collector,
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().expect("path"),
+            "--node-name",
+            "e2e-node",
+            "--cluster-name",
+            "e2e",
+        ],
+        &[],
+    );
+
+    // Through the ClusterIP to a port nobody serves: refused, so the
+    // frontend's egress is the only observation of the edge.
+    let to = format!("{}:80", PodNetwork::CLUSTER_IP);
+    Peer::spawn(
+        frontend.cgroup(),
+        Some(&net.client),
+        &["tcp-connect", "--to", &to, "--expect-refused"],
+    )
+    .finish();
+    // (The agent's own watch connections to the API server alert too: the
+    // baseline is empty.)
+    let from_frontend = |l: &ReceivedLog| {
+        l.event_name() == UNAUTHORIZED
+            && l.attr("eastwatch.source.id").as_deref() == Some("workload:shop/deployment/frontend")
+    };
+    let logs = collector.wait_logs(WAIT, |logs| logs.iter().any(from_frontend));
+    let log = logs
+        .iter()
+        .find(|l| from_frontend(l))
+        .unwrap_or_else(|| panic!("no alert:\n{logs:#?}\n{}", agent.stderr_text()));
+    let expect = |key: &str, value: &str| {
+        assert_eq!(log.attr(key).as_deref(), Some(value), "{key} in {log:#?}");
+    };
+    expect("eastwatch.flow.observed", "egress");
+    expect("eastwatch.flow.outcome", "attempted");
+    expect("k8s.namespace.name", "shop");
+    expect("k8s.pod.name", "frontend-7d9c8b6f5-x2k4p");
+    expect("k8s.pod.uid", &frontend_uid);
+    expect("k8s.deployment.name", "frontend");
+    expect("container.id", &frontend_container);
+    expect("destination.address", PodNetwork::CLUSTER_IP);
+    expect("destination.port", "80");
+    expect("eastwatch.source.id", "workload:shop/deployment/frontend");
+    expect("eastwatch.source.service_account", "frontend");
+    expect(
+        "eastwatch.source.spiffe_id",
+        "spiffe://cluster.local/ns/shop/sa/frontend",
+    );
+    expect("eastwatch.destination.id", "workload:shop/deployment/api");
+    expect("eastwatch.destination.service", "shop/api");
+    expect(
+        "eastwatch.destination.spiffe_id",
+        "spiffe://cluster.local/ns/shop/sa/api",
+    );
+    expect("threat.technique.id", "T1210");
+    assert_eq!(log.record.severity_text, "low", "attempted: {log:#?}");
+    for (key, value) in [("k8s.node.name", "e2e-node"), ("k8s.cluster.name", "e2e")] {
+        assert_eq!(
+            log.resource.get(key).map(String::as_str),
+            Some(value),
+            "{key} in {:#?}",
+            log.resource
+        );
+    }
+    drop(agent);
 }

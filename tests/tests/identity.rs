@@ -7,77 +7,13 @@
 use eastwatch_tests::{
     Agent, Peer,
     events::FlowExt,
-    kube_api::{
-        FakeApi, Resource,
-        objects::{self, PodSpec},
-    },
-    pods::{PodCgroup, PodNetwork, container_id, pod_uid},
+    kube_api::FakeApi,
+    pods::{PodCgroup, PodNetwork, container_id, describe_shop, pod_uid},
 };
 use serde_json::{Value, json};
 use std::time::Duration;
 
 const NODE: &str = "e2e-node";
-
-/// `shop`: Deployments frontend and api (ReplicaSet → Deployment), each
-/// with its service account, and Service api with its EndpointSlice.
-fn describe_shop(api: &FakeApi, frontend_uid: &str, api_uid: &str) {
-    for (name, hash, suffix, uid, ip) in [
-        (
-            "frontend",
-            "7d9c8b6f5",
-            "x2k4p",
-            frontend_uid,
-            PodNetwork::CLIENT_IP,
-        ),
-        ("api", "5f6d7c8b9", "q8w2e", api_uid, PodNetwork::SERVER_IP),
-    ] {
-        let labels = json!({"app": name});
-        api.apply(
-            Resource::Deployments,
-            objects::deployment("shop", name, &labels),
-        );
-        api.apply(
-            Resource::ReplicaSets,
-            objects::replicaset("shop", name, hash, &labels),
-        );
-        api.apply(
-            Resource::Pods,
-            objects::pod(&PodSpec {
-                namespace: "shop",
-                deployment: name,
-                hash,
-                suffix,
-                uid,
-                node: NODE,
-                ip,
-                service_account: name,
-                labels: &labels,
-            }),
-        );
-    }
-    api.apply(
-        Resource::Services,
-        objects::service(
-            "shop",
-            "api",
-            PodNetwork::CLUSTER_IP,
-            80,
-            8080,
-            &json!({"app": "api"}),
-        ),
-    );
-    api.apply(
-        Resource::EndpointSlices,
-        objects::endpoint_slice(
-            "shop",
-            "api",
-            "7xk2p",
-            8080,
-            &[("api-5f6d7c8b9-q8w2e", PodNetwork::SERVER_IP, NODE)],
-        ),
-    );
-    api.apply(Resource::Nodes, objects::node(NODE, "192.0.2.1"));
-}
 
 fn all_synced(event: &Value) -> bool {
     let resources = &event["identity"]["kubernetes"]["resources"];
@@ -124,7 +60,7 @@ fn frontend_to_api_by_pod_ip_and_cluster_ip_and_to_an_external_address() {
     let api_pod = PodCgroup::burstable(&api_uid, &container_id("api"));
 
     let kube = FakeApi::start();
-    describe_shop(&kube, &frontend_uid, &api_uid);
+    describe_shop(&kube, &frontend_uid, &api_uid, NODE);
     let dir = std::env::temp_dir().join(eastwatch_tests::unique("eastwatch-e2e-kube"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let kubeconfig = kube.write_kubeconfig(&dir, "e2e");
