@@ -253,7 +253,7 @@ pub fn describe_shop(api: &FakeApi, frontend_uid: &str, api_uid: &str, node: &st
                 hash,
                 suffix,
                 uid,
-                node: node,
+                node,
                 ip,
                 service_account: name,
                 labels: &labels,
