@@ -344,6 +344,9 @@ impl Shop {
         vec![
             "--exclude-cgroup".into(),
             control.path().into(),
+            // Any free port: the demo must not clash with a real agent.
+            "--health-listen".into(),
+            "127.0.0.1:0".into(),
             "--kubeconfig".into(),
             self.kubeconfig.display().to_string(),
             "--node-name".into(),
