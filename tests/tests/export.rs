@@ -772,7 +772,7 @@ fn mutual_tls_over_grpc_by_flags_and_over_http_by_environment() {
 /// A lateral move between two simulated pods, with the cluster described by
 /// a Kubernetes API server: the record names the observed pod (`k8s.*`,
 /// `container.id`) and both workloads with their SPIFFE IDs, and the
-/// resource names the node and the cluster.
+/// resource names the node and the cluster (the kubeconfig's).
 #[test]
 fn a_pod_to_pod_alert_carries_kubernetes_attributes_and_both_workloads() {
     let net = PodNetwork::new(80, 8080);
@@ -792,8 +792,6 @@ fn a_pod_to_pod_alert_carries_kubernetes_attributes_and_both_workloads() {
             kubeconfig.to_str().expect("path"),
             "--node-name",
             "e2e-node",
-            "--cluster-name",
-            "e2e",
         ],
         &[],
     );

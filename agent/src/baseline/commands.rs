@@ -185,7 +185,7 @@ pub enum Tool {
 }
 
 pub async fn learn(args: LearnArgs) -> anyhow::Result<ExitCode> {
-    let setup = RunSetup {
+    let mut setup = RunSetup {
         command: "learn",
         sensor: args.sensor.config(),
         duration: args.duration,
@@ -205,13 +205,18 @@ pub async fn learn(args: LearnArgs) -> anyhow::Result<ExitCode> {
         site: Site::new(&args.identity),
         exclusions: Exclusions::new(&args.exclude_cgroups),
     };
-    runtime::run(setup, synced_resolver(&args.identity).await?).await?;
+    let resolver = synced_resolver(&args.identity, &mut setup.site).await?;
+    runtime::run(setup, resolver).await?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// The identity resolver once its sources have listed (or could not):
-/// printed as an `identity` line before `ready`.
-async fn synced_resolver(args: &IdentityArgs) -> anyhow::Result<Box<dyn Resolve + Send>> {
+/// printed as an `identity` line before `ready`. The cluster's name, when
+/// only the kubeconfig gives one, goes on exported records too.
+async fn synced_resolver(
+    args: &IdentityArgs,
+    site: &mut Site,
+) -> anyhow::Result<Box<dyn Resolve + Send>> {
     let resolver = IdentityResolver::start(args).await?;
     let status = resolver.wait_synced(args.identity_sync_timeout).await;
     if !status.synced() {
@@ -220,12 +225,15 @@ async fn synced_resolver(args: &IdentityArgs) -> anyhow::Result<Box<dyn Resolve 
             args.identity_sync_timeout
         );
     }
+    if site.cluster.is_none() {
+        site.cluster = resolver.named_cluster().map(str::to_owned);
+    }
     runtime::status(serde_json::json!({"event": "identity", "identity": status}));
     Ok(Box::new(resolver))
 }
 
 pub async fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
-    let setup = RunSetup {
+    let mut setup = RunSetup {
         command: "monitor",
         sensor: args.sensor.config(),
         duration: args.duration,
@@ -244,7 +252,8 @@ pub async fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         site: Site::new(&args.identity),
         exclusions: Exclusions::new(&args.exclude_cgroups),
     };
-    runtime::run(setup, synced_resolver(&args.identity).await?).await?;
+    let resolver = synced_resolver(&args.identity, &mut setup.site).await?;
+    runtime::run(setup, resolver).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -259,7 +268,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         checkpoint: agent.checkpoint.clone(),
         name: "learned".into(),
     });
-    let setup = RunSetup {
+    let mut setup = RunSetup {
         command: "run",
         sensor: args.sensor.config(),
         duration: args.duration,
@@ -280,7 +289,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         site: Site::new(&args.identity),
         exclusions: Exclusions::new(&args.exclude_cgroups),
     };
-    runtime::run(setup, synced_resolver(&args.identity).await?).await?;
+    let resolver = synced_resolver(&args.identity, &mut setup.site).await?;
+    runtime::run(setup, resolver).await?;
     Ok(ExitCode::SUCCESS)
 }
 

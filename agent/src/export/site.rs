@@ -11,7 +11,8 @@ pub struct Site {
     /// The Kubernetes node (`--node-name`, or the downward API's
     /// `spec.nodeName` as `NODE_NAME`).
     pub node: Option<String>,
-    /// The cluster's name (`--cluster-name` or `EASTWATCH_CLUSTER_NAME`);
+    /// The cluster's name (`--cluster-name` or `EASTWATCH_CLUSTER_NAME`, else
+    /// the kubeconfig's, filled in once the resolver has found it);
     /// also settable through `OTEL_RESOURCE_ATTRIBUTES=k8s.cluster.name=...`.
     pub cluster: Option<String>,
 }

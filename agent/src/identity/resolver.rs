@@ -51,6 +51,8 @@ enum Kube {
 struct Inner {
     trust_domain: String,
     cluster: String,
+    /// The cluster was named (flag or kubeconfig), not defaulted.
+    cluster_named: bool,
     /// This node's name: `--node-name`/`NODE_NAME`, else the host name.
     node: String,
     /// The agent's own network namespace (the host's): loopback there is
@@ -72,14 +74,12 @@ impl IdentityResolver {
     /// an error; an unreachable API server is not (lookups say so).
     pub async fn start(args: &IdentityArgs) -> anyhow::Result<Self> {
         let discovery = config::discover(args.no_kubernetes, args.kubeconfig.as_deref()).await?;
-        let cluster = args
-            .cluster_name
-            .clone()
-            .or_else(|| match &discovery {
-                Discovery::Found { cluster_name, .. } => cluster_name.clone(),
-                Discovery::Off { .. } => None,
-            })
-            .unwrap_or_else(|| "default".into());
+        let named = args.cluster_name.clone().or_else(|| match &discovery {
+            Discovery::Found { cluster_name, .. } => cluster_name.clone(),
+            Discovery::Off { .. } => None,
+        });
+        let cluster_named = named.is_some();
+        let cluster = named.unwrap_or_else(|| "default".into());
         let inventory = args
             .inventory
             .as_deref()
@@ -114,12 +114,20 @@ impl IdentityResolver {
             inner: Arc::new(Inner {
                 trust_domain: args.trust_domain.clone(),
                 cluster,
+                cluster_named,
                 node,
                 host_netns: crate::sockets::netns::current_cookie().ok(),
                 inventory,
                 kube,
             }),
         })
+    }
+
+    /// The cluster's name when the flag or the kubeconfig gave one.
+    pub fn named_cluster(&self) -> Option<&str> {
+        self.inner
+            .cluster_named
+            .then_some(self.inner.cluster.as_str())
     }
 
     /// Waits up to `timeout` for every watched resource's first list, so

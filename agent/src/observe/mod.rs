@@ -79,10 +79,14 @@ impl Exported {
 pub async fn run(options: ObserveOptions) -> anyhow::Result<()> {
     crate::privileges::check("observe")?;
     let started = Instant::now();
-    let export = Export::start(&options.export, "observe", Site::new(&options.identity)).await?;
     // Identity sources before the programs: the Kubernetes watches list
     // while the programs load.
     let resolver = IdentityResolver::start(&options.identity).await?;
+    let mut site = Site::new(&options.identity);
+    if site.cluster.is_none() {
+        site.cluster = resolver.named_cluster().map(str::to_owned);
+    }
+    let export = Export::start(&options.export, "observe", site).await?;
     let sinks = export.sinks();
     let mut exported = Exported {
         export,
