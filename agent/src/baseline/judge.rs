@@ -41,11 +41,28 @@ struct EdgeWindow {
     opened: SystemTime,
     /// Occurrences after the alert, for the report at the window's end.
     repeats: u64,
+    /// Occurrences per observed direction (egress, ingress), the alerted
+    /// one included. A connection between two local workloads is seen
+    /// once each way: connections are the larger of the two, never the sum.
+    observed: [u64; 2],
     first_repeat: Option<SystemTime>,
     last_repeat: Option<SystemTime>,
     /// The alert that opened the window; None when the edge was folded
     /// into its source's scan alert.
     alert: Option<Alert>,
+}
+
+impl EdgeWindow {
+    fn connections(&self) -> u64 {
+        self.observed[0].max(self.observed[1])
+    }
+}
+
+fn direction_index(flow: &ResolvedFlow) -> usize {
+    match flow.flow.key.direction {
+        Direction::Egress => 0,
+        Direction::Ingress => 1,
+    }
 }
 
 struct SourceWindow {
@@ -171,9 +188,14 @@ impl Judge {
         if let Some(window) = self.edges.get_mut(&edge) {
             // Seen this window: a repeat, reported when the window closes.
             if window.alert.is_some() {
-                window.repeats += count;
-                window.first_repeat.get_or_insert(now);
-                window.last_repeat = Some(now);
+                let before = window.connections();
+                window.observed[direction_index(flow)] += count;
+                let after = window.connections();
+                if after > before {
+                    window.repeats += after - before;
+                    window.first_repeat.get_or_insert(now);
+                    window.last_repeat = Some(now);
+                }
             } else if let Some(scan) = self
                 .sources
                 .get_mut(&edge.from)
@@ -233,9 +255,12 @@ impl Judge {
             }
             None => false,
         };
+        let mut observed = [0; 2];
+        observed[direction_index(flow)] = count;
         let window = EdgeWindow {
             opened: now,
             repeats: 0,
+            observed,
             first_repeat: None,
             last_repeat: None,
             alert: (!folded).then(|| alert.clone()),

@@ -264,6 +264,47 @@ mod behaviour {
     }
 
     #[test]
+    fn both_observations_of_a_connection_count_once_in_the_repeat_report() {
+        let baseline = learned(&[flow(
+            Direction::Egress,
+            "web",
+            "10.0.0.2",
+            8080,
+            Transport::Tcp,
+        )]);
+        let mut judge = judge_with(
+            baseline,
+            JudgeConfig {
+                window: Duration::from_secs(60),
+                ..JudgeConfig::default()
+            },
+        );
+        // The client's egress and the server's ingress of one connection:
+        // the same two ends, seen from either side.
+        let egress = flow(Direction::Egress, "web", "10.0.0.3", 5432, Transport::Tcp);
+        let mut ingress = flow(Direction::Ingress, "db", "10.9.9.9", 5432, Transport::Tcp);
+        ingress.local = egress.remote.clone();
+        ingress.remote = egress.local.clone();
+        let at = |s: u64| t0() + Duration::from_secs(s);
+        assert_eq!(judge.judge(&egress, 1, at(0)).len(), 1);
+        assert!(judge.judge(&ingress, 1, at(0)).is_empty());
+        assert!(
+            judge.tick(at(61)).is_empty(),
+            "one connection seen from both ends is no repeat"
+        );
+        // Next window: one alert, then three more connections, each seen
+        // from both ends, in any order.
+        assert_eq!(judge.judge(&ingress, 1, at(62)).len(), 1);
+        assert!(judge.judge(&egress, 1, at(62)).is_empty());
+        assert!(judge.judge(&egress, 2, at(63)).is_empty());
+        assert!(judge.judge(&ingress, 3, at(64)).is_empty());
+        assert!(judge.judge(&egress, 1, at(65)).is_empty());
+        let reports = judge.tick(at(123));
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].flow.as_ref().map(|f| f.count), Some(3));
+    }
+
+    #[test]
     fn an_edge_alerts_once_per_window_and_repeats_are_reported_at_its_end() {
         let baseline = learned(&[flow(
             Direction::Egress,
