@@ -79,6 +79,8 @@ struct Service {
     tier: usize,
 }
 
+const API_SERVICE: usize = 0;
+const DB_SERVICE: usize = 1;
 const SERVICES: [Service; 2] = [
     Service {
         name: "api",
@@ -376,8 +378,8 @@ impl Shop {
     /// their Services.
     fn everyday_traffic(&self) -> anyhow::Result<()> {
         for _ in 0..3 {
-            self.connect(FRONTEND, &service_addr("api"))?;
-            self.connect(API, &service_addr("db"))?;
+            self.connect(FRONTEND, &SERVICES[API_SERVICE].addr())?;
+            self.connect(API, &SERVICES[DB_SERVICE].addr())?;
         }
         Ok(())
     }
@@ -411,12 +413,10 @@ fn describe(api: &FakeApi, i: usize, uid: &str) {
     );
 }
 
-fn service_addr(name: &str) -> String {
-    let service = SERVICES
-        .iter()
-        .find(|s| s.name == name)
-        .unwrap_or(&SERVICES[0]);
-    format!("{}:{}", service.cluster_ip, service.port)
+impl Service {
+    fn addr(&self) -> String {
+        format!("{}:{}", self.cluster_ip, self.port)
+    }
 }
 
 fn workload(tier: usize) -> String {
