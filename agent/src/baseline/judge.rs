@@ -41,7 +41,7 @@ struct EdgeWindow {
     opened: SystemTime,
     /// Occurrences after the alert, for the report at the window's end.
     repeats: u64,
-    /// Occurrences per observed direction (egress, ingress), the alerted
+    /// Occurrences per observed direction (egress, ingress), the first
     /// one included. A connection between two local workloads is seen
     /// once each way: connections are the larger of the two, never the sum.
     observed: [u64; 2],
@@ -187,21 +187,23 @@ impl Judge {
         }
         if let Some(window) = self.edges.get_mut(&edge) {
             // Seen this window: a repeat, reported when the window closes.
+            let before = window.connections();
+            window.observed[direction_index(flow)] += count;
+            let repeats = window.connections() - before;
+            if repeats == 0 {
+                // The other end of a connection already counted.
+                return alerts;
+            }
             if window.alert.is_some() {
-                let before = window.connections();
-                window.observed[direction_index(flow)] += count;
-                let after = window.connections();
-                if after > before {
-                    window.repeats += after - before;
-                    window.first_repeat.get_or_insert(now);
-                    window.last_repeat = Some(now);
-                }
+                window.repeats += repeats;
+                window.first_repeat.get_or_insert(now);
+                window.last_repeat = Some(now);
             } else if let Some(scan) = self
                 .sources
                 .get_mut(&edge.from)
                 .and_then(|s| s.scan.as_mut())
             {
-                scan.repeats += count;
+                scan.repeats += repeats;
                 scan.first_repeat.get_or_insert(now);
                 scan.last_repeat = Some(now);
             }
