@@ -29,6 +29,65 @@ use crate::{
     identity::{IdentityArgs, IdentityResolver, Resolve},
 };
 
+/// What learn, monitor and run share: the kernel, identity and export
+/// options, and the cgroups left out.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Leave this cgroup and everything beneath it out of learning and
+    /// judging (still observed and counted). Repeatable.
+    #[arg(long = "exclude-cgroup", value_name = "PATH")]
+    pub exclude_cgroups: Vec<String>,
+    #[command(flatten)]
+    pub sensor: SensorArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub export: ExportArgs,
+}
+
+/// What a command decides for itself; [`AgentArgs::run`] adds the rest.
+struct CommandSetup {
+    command: &'static str,
+    duration: Option<Duration>,
+    scopes: Scopes,
+    baseline: Option<PathBuf>,
+    /// Without `node`: the site names it.
+    judge: JudgeConfig,
+    alerts_file: Option<PathBuf>,
+    learn: Option<LearnFiles>,
+    config: Option<PathBuf>,
+    checkpoint_every: Duration,
+}
+
+impl AgentArgs {
+    /// Starts identity (synced first), the sensor and export, and runs
+    /// `command` until it ends.
+    async fn run(self, command: CommandSetup) -> anyhow::Result<ExitCode> {
+        let mut site = Site::new(&self.identity);
+        let resolver = synced_resolver(&self.identity, &mut site).await?;
+        let setup = RunSetup {
+            command: command.command,
+            sensor: self.sensor.config(),
+            duration: command.duration,
+            scopes: command.scopes,
+            baseline: command.baseline,
+            judge: JudgeConfig {
+                node: site.node_or_host(),
+                ..command.judge
+            },
+            alerts_file: command.alerts_file,
+            learn: command.learn,
+            config: command.config,
+            checkpoint_every: command.checkpoint_every,
+            export: self.export,
+            site,
+            exclusions: Exclusions::new(&self.exclude_cgroups),
+        };
+        runtime::run(setup, resolver).await?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct LearnArgs {
     /// Where the learned baseline goes (rewritten atomically at every
@@ -50,16 +109,8 @@ pub struct LearnArgs {
     /// `metadata.name` of the learned baseline.
     #[arg(long, default_value = "learned")]
     pub name: String,
-    /// Leave this cgroup and everything beneath it out of learning and
-    /// judging (still observed and counted). Repeatable.
-    #[arg(long = "exclude-cgroup", value_name = "PATH")]
-    pub exclude_cgroups: Vec<String>,
     #[command(flatten)]
-    pub sensor: SensorArgs,
-    #[command(flatten)]
-    pub identity: IdentityArgs,
-    #[command(flatten)]
-    pub export: ExportArgs,
+    pub agent: AgentArgs,
 }
 
 #[derive(Debug, Args)]
@@ -80,16 +131,8 @@ pub struct MonitorArgs {
     /// Stop after this long; default: until Ctrl-C.
     #[arg(long, value_parser = duration)]
     pub duration: Option<Duration>,
-    /// Leave this cgroup and everything beneath it out of learning and
-    /// judging (still observed and counted). Repeatable.
-    #[arg(long = "exclude-cgroup", value_name = "PATH")]
-    pub exclude_cgroups: Vec<String>,
     #[command(flatten)]
-    pub sensor: SensorArgs,
-    #[command(flatten)]
-    pub identity: IdentityArgs,
-    #[command(flatten)]
-    pub export: ExportArgs,
+    pub agent: AgentArgs,
 }
 
 #[derive(Debug, Args)]
@@ -102,16 +145,8 @@ pub struct RunArgs {
     pub duration: Option<Duration>,
     #[arg(long, default_value = "30s", value_parser = duration)]
     pub checkpoint_interval: Duration,
-    /// Leave this cgroup and everything beneath it out of learning and
-    /// judging (still observed and counted). Repeatable.
-    #[arg(long = "exclude-cgroup", value_name = "PATH")]
-    pub exclude_cgroups: Vec<String>,
     #[command(flatten)]
-    pub sensor: SensorArgs,
-    #[command(flatten)]
-    pub identity: IdentityArgs,
-    #[command(flatten)]
-    pub export: ExportArgs,
+    pub agent: AgentArgs,
 }
 
 #[derive(Debug, Args)]
@@ -185,29 +220,24 @@ pub enum Tool {
 }
 
 pub async fn learn(args: LearnArgs) -> anyhow::Result<ExitCode> {
-    let mut setup = RunSetup {
-        command: "learn",
-        sensor: args.sensor.config(),
-        duration: args.duration,
-        scopes: Scopes::all(Mode::Learn),
-        baseline: None,
-        judge: JudgeConfig::default(),
-        alerts_file: None,
-        learn: Some(LearnFiles {
-            out: args.out,
-            evidence: args.evidence,
-            checkpoint: args.checkpoint,
-            name: args.name,
-        }),
-        config: None,
-        checkpoint_every: args.checkpoint_interval,
-        export: args.export,
-        site: Site::new(&args.identity),
-        exclusions: Exclusions::new(&args.exclude_cgroups),
-    };
-    let resolver = synced_resolver(&args.identity, &mut setup.site).await?;
-    runtime::run(setup, resolver).await?;
-    Ok(ExitCode::SUCCESS)
+    args.agent
+        .run(CommandSetup {
+            command: "learn",
+            duration: args.duration,
+            scopes: Scopes::all(Mode::Learn),
+            baseline: None,
+            judge: JudgeConfig::default(),
+            alerts_file: None,
+            learn: Some(LearnFiles {
+                out: args.out,
+                evidence: args.evidence,
+                checkpoint: args.checkpoint,
+                name: args.name,
+            }),
+            config: None,
+            checkpoint_every: args.checkpoint_interval,
+        })
+        .await
 }
 
 /// The identity resolver once its sources have listed (or could not):
@@ -233,28 +263,23 @@ async fn synced_resolver(
 }
 
 pub async fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
-    let mut setup = RunSetup {
-        command: "monitor",
-        sensor: args.sensor.config(),
-        duration: args.duration,
-        scopes: Scopes::all(Mode::Monitor),
-        baseline: Some(args.baseline),
-        judge: JudgeConfig {
-            window: args.window,
-            fan_out_threshold: args.fan_out_threshold,
-            node: Site::new(&args.identity).node_or_host(),
-        },
-        alerts_file: args.alerts_file,
-        learn: None,
-        config: None,
-        checkpoint_every: Duration::from_secs(30),
-        export: args.export,
-        site: Site::new(&args.identity),
-        exclusions: Exclusions::new(&args.exclude_cgroups),
-    };
-    let resolver = synced_resolver(&args.identity, &mut setup.site).await?;
-    runtime::run(setup, resolver).await?;
-    Ok(ExitCode::SUCCESS)
+    args.agent
+        .run(CommandSetup {
+            command: "monitor",
+            duration: args.duration,
+            scopes: Scopes::all(Mode::Monitor),
+            baseline: Some(args.baseline),
+            judge: JudgeConfig {
+                window: args.window,
+                fan_out_threshold: args.fan_out_threshold,
+                node: None,
+            },
+            alerts_file: args.alerts_file,
+            learn: None,
+            config: None,
+            checkpoint_every: Duration::from_secs(30),
+        })
+        .await
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -268,30 +293,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         checkpoint: agent.checkpoint.clone(),
         name: "learned".into(),
     });
-    let mut setup = RunSetup {
-        command: "run",
-        sensor: args.sensor.config(),
-        duration: args.duration,
-        scopes: agent.scopes.clone(),
-        baseline: agent.baseline.clone(),
-        judge: JudgeConfig {
-            window: agent.window.unwrap_or(defaults.window),
-            fan_out_threshold: agent
-                .fan_out_threshold
-                .unwrap_or(defaults.fan_out_threshold),
-            node: Site::new(&args.identity).node_or_host(),
-        },
-        alerts_file: agent.alerts_file.clone(),
-        learn,
-        config: Some(args.config),
-        checkpoint_every: args.checkpoint_interval,
-        export: args.export,
-        site: Site::new(&args.identity),
-        exclusions: Exclusions::new(&args.exclude_cgroups),
-    };
-    let resolver = synced_resolver(&args.identity, &mut setup.site).await?;
-    runtime::run(setup, resolver).await?;
-    Ok(ExitCode::SUCCESS)
+    args.agent
+        .run(CommandSetup {
+            command: "run",
+            duration: args.duration,
+            scopes: agent.scopes.clone(),
+            baseline: agent.baseline.clone(),
+            judge: JudgeConfig {
+                window: agent.window.unwrap_or(defaults.window),
+                fan_out_threshold: agent
+                    .fan_out_threshold
+                    .unwrap_or(defaults.fan_out_threshold),
+                node: None,
+            },
+            alerts_file: agent.alerts_file.clone(),
+            learn,
+            config: Some(args.config),
+            checkpoint_every: args.checkpoint_interval,
+        })
+        .await
 }
 
 fn load_doc(path: &Path) -> anyhow::Result<BaselineDoc> {
