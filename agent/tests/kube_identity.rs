@@ -92,28 +92,17 @@ fn cluster(api: &FakeApi) {
         ("api", "5f6d7c8b9", "q8w2e", API_UID, "node-b", "10.1.0.3"),
     ] {
         let labels = json!({"app": name, "tier": "web"});
-        api.apply(
-            Resource::Deployments,
-            objects::deployment("shop", name, &labels),
-        );
-        api.apply(
-            Resource::ReplicaSets,
-            objects::replicaset("shop", name, hash, &labels),
-        );
-        api.apply(
-            Resource::Pods,
-            objects::pod(&PodSpec {
-                namespace: "shop",
-                deployment: name,
-                hash,
-                suffix,
-                uid,
-                node,
-                ip,
-                service_account: name,
-                labels: &labels,
-            }),
-        );
+        api.apply_deployment_pod(&PodSpec {
+            namespace: "shop",
+            deployment: name,
+            hash,
+            suffix,
+            uid,
+            node,
+            ip,
+            service_account: name,
+            labels: &labels,
+        });
     }
     api.apply(
         Resource::Services,

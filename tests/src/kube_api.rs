@@ -190,6 +190,19 @@ impl FakeApi {
         self.with(|state| state.apply(resource, object));
     }
 
+    /// A pod with its owners: the Deployment and its ReplicaSet.
+    pub fn apply_deployment_pod(&self, pod: &objects::PodSpec<'_>) {
+        self.apply(
+            Resource::Deployments,
+            objects::deployment(pod.namespace, pod.deployment, pod.labels),
+        );
+        self.apply(
+            Resource::ReplicaSets,
+            objects::replicaset(pod.namespace, pod.deployment, pod.hash, pod.labels),
+        );
+        self.apply(Resource::Pods, objects::pod(pod));
+    }
+
     pub fn delete(&self, resource: Resource, namespace: &str, name: &str) {
         self.with(|state| state.delete(resource, namespace, name));
     }

@@ -237,28 +237,17 @@ pub fn describe_shop(api: &FakeApi, frontend_uid: &str, api_uid: &str, node: &st
         ("api", "5f6d7c8b9", "q8w2e", api_uid, PodNetwork::SERVER_IP),
     ] {
         let labels = json!({"app": name});
-        api.apply(
-            Resource::Deployments,
-            objects::deployment("shop", name, &labels),
-        );
-        api.apply(
-            Resource::ReplicaSets,
-            objects::replicaset("shop", name, hash, &labels),
-        );
-        api.apply(
-            Resource::Pods,
-            objects::pod(&PodSpec {
-                namespace: "shop",
-                deployment: name,
-                hash,
-                suffix,
-                uid,
-                node,
-                ip,
-                service_account: name,
-                labels: &labels,
-            }),
-        );
+        api.apply_deployment_pod(&PodSpec {
+            namespace: "shop",
+            deployment: name,
+            hash,
+            suffix,
+            uid,
+            node,
+            ip,
+            service_account: name,
+            labels: &labels,
+        });
     }
     api.apply(
         Resource::Services,

@@ -389,28 +389,17 @@ impl Shop {
 fn describe(api: &FakeApi, i: usize, uid: &str) {
     let tier = &TIERS[i];
     let labels = json!({"app": tier.name, "tier": tier.name});
-    api.apply(
-        Resource::Deployments,
-        objects::deployment(NAMESPACE, tier.name, &labels),
-    );
-    api.apply(
-        Resource::ReplicaSets,
-        objects::replicaset(NAMESPACE, tier.name, tier.hash, &labels),
-    );
-    api.apply(
-        Resource::Pods,
-        objects::pod(&PodSpec {
-            namespace: NAMESPACE,
-            deployment: tier.name,
-            hash: tier.hash,
-            suffix: tier.suffix,
-            uid,
-            node: NODE,
-            ip: &Lan::v4(i),
-            service_account: tier.name,
-            labels: &labels,
-        }),
-    );
+    api.apply_deployment_pod(&PodSpec {
+        namespace: NAMESPACE,
+        deployment: tier.name,
+        hash: tier.hash,
+        suffix: tier.suffix,
+        uid,
+        node: NODE,
+        ip: &Lan::v4(i),
+        service_account: tier.name,
+        labels: &labels,
+    });
 }
 
 impl Service {
