@@ -2,15 +2,12 @@
 
 pub mod output;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant, SystemTime},
-};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use self::output::{Format, Printer};
+use self::output::{Format, Printer, Resolved};
 use crate::{
     alert::{self, AlertSink, Mode},
     export::{DRAIN_ON_EXIT, Export, ExportArgs, site::Site},
@@ -31,26 +28,19 @@ pub struct ObserveOptions {
 struct Exported {
     export: Export,
     sinks: Vec<Box<dyn AlertSink>>,
-    resolver: IdentityResolver,
 }
 
 impl Exported {
-    fn observations(&mut self, observations: &[Observation]) {
-        // Without a collector the metrics go nowhere: do not resolve every
-        // flow a second time for them (the printer resolves its own).
-        let metered = self.export.enabled();
-        for observation in observations {
-            match observation {
-                Observation::Flow(_) | Observation::Count(_) if !metered => {}
-                Observation::Flow(flow) => {
-                    let resolved = self.resolver.resolve(flow);
-                    self.export.metrics.observed(&resolved, flow.count.max(1));
+    fn observations(&mut self, observations: &[Resolved]) {
+        for (observation, resolved) in observations {
+            match (observation, resolved) {
+                (Observation::Flow(flow), Some(resolved)) => {
+                    self.export.metrics.observed(resolved, flow.count.max(1));
                 }
-                Observation::Count(update) => {
-                    let resolved = self.resolver.resolve(&update.flow);
-                    self.export.metrics.observed(&resolved, update.delta);
+                (Observation::Count(update), Some(resolved)) => {
+                    self.export.metrics.observed(resolved, update.delta);
                 }
-                Observation::Loss(loss) => {
+                (Observation::Loss(loss), _) => {
                     for (counter, lost) in &loss.new {
                         self.export.metrics.kernel_lost(counter, *lost);
                     }
@@ -70,10 +60,26 @@ impl Exported {
                         }
                     }
                 }
+                _ => {}
             }
         }
         self.export.health.beat();
     }
+}
+
+/// Resolves each flow once, for the printer and the metrics alike.
+fn resolve(resolver: &IdentityResolver, observations: Vec<Observation>) -> Vec<Resolved> {
+    observations
+        .into_iter()
+        .map(|observation| {
+            let resolved = match &observation {
+                Observation::Flow(flow) => Some(resolver.resolve(flow)),
+                Observation::Count(update) => Some(resolver.resolve(&update.flow)),
+                Observation::Loss(_) => None,
+            };
+            (observation, resolved)
+        })
+        .collect()
 }
 
 pub async fn run(options: ObserveOptions) -> anyhow::Result<()> {
@@ -88,21 +94,17 @@ pub async fn run(options: ObserveOptions) -> anyhow::Result<()> {
     }
     let export = Export::start(&options.export, "observe", site).await?;
     let sinks = export.sinks();
-    let mut exported = Exported {
-        export,
-        sinks,
-        resolver: resolver.clone(),
-    };
+    let mut exported = Exported { export, sinks };
     let flow_map_capacity = u64::from(options.sensor.probe.flow_map_entries);
     let (mut sensor, startup) = Sensor::start(options.sensor).await?;
-    let mut printer = Printer::stdout(options.format).with_resolver(Arc::new(resolver.clone()));
+    let mut printer = Printer::stdout(options.format);
     // Streams made once, before `ready`: a signal sent as soon as the agent
     // says it is ready, or while a batch is printed, is queued, not missed.
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut toggle = signal(SignalKind::user_defined1())?;
     // Connections older than the agent come first, then `ready`.
-    let pending = sensor.take_pending();
+    let pending = resolve(&resolver, sensor.take_pending());
     exported.observations(&pending);
     printer.observations(&pending)?;
     let mut identity = resolver.status();
@@ -121,7 +123,7 @@ pub async fn run(options: ObserveOptions) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             observations = sensor.next() => {
-                let observations = observations?;
+                let observations = resolve(&resolver, observations?);
                 exported.observations(&observations);
                 printer.observations(&observations)?;
             }
@@ -146,7 +148,7 @@ pub async fn run(options: ObserveOptions) -> anyhow::Result<()> {
         }
     }
     exported.export.health.set_ready(false);
-    let last = sensor.stop()?;
+    let last = resolve(&resolver, sensor.stop()?);
     exported.observations(&last);
     printer.observations(&last)?;
     exported.export.shutdown(DRAIN_ON_EXIT).await;

@@ -4,7 +4,6 @@
 use std::{
     io::{self, BufWriter, Stdout, Write},
     net::SocketAddr,
-    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -13,7 +12,7 @@ use serde::Serialize;
 use crate::{
     flow::{CgroupRef, Direction, Family, Flow, NetnsRef, Origin, Outcome, Process, Transport},
     identity::{
-        Resolve, ResolvedFlow,
+        ResolvedFlow,
         model::{Identity, PodRef, ResolvedEnd, ServiceRef},
         resolver::IdentityStatus,
     },
@@ -171,8 +170,10 @@ enum Record<'a> {
 pub struct Printer<W: Write> {
     out: W,
     format: Format,
-    resolver: Option<Arc<dyn Resolve + Send + Sync>>,
 }
+
+/// An observation with its ends resolved (flows and counts; never losses).
+pub type Resolved = (Observation, Option<ResolvedFlow>);
 
 impl Printer<BufWriter<Stdout>> {
     pub fn stdout(format: Format) -> Self {
@@ -182,17 +183,7 @@ impl Printer<BufWriter<Stdout>> {
 
 impl<W: Write> Printer<W> {
     pub fn new(out: W, format: Format) -> Self {
-        Self {
-            out,
-            format,
-            resolver: None,
-        }
-    }
-
-    /// Every flow record also names both ends' identities.
-    pub fn with_resolver(mut self, resolver: Arc<dyn Resolve + Send + Sync>) -> Self {
-        self.resolver = Some(resolver);
-        self
+        Self { out, format }
     }
 
     pub fn into_inner(self) -> W {
@@ -243,19 +234,12 @@ impl<W: Write> Printer<W> {
         self.out.flush()
     }
 
-    pub fn observations(&mut self, observations: &[Observation]) -> io::Result<()> {
+    pub fn observations(&mut self, observations: &[Resolved]) -> io::Result<()> {
         if observations.is_empty() {
             return Ok(());
         }
         let now = SystemTime::now();
-        for observation in observations {
-            let resolved = match observation {
-                Observation::Flow(flow) => self.resolver.as_ref().map(|r| r.resolve(flow)),
-                Observation::Count(update) => {
-                    self.resolver.as_ref().map(|r| r.resolve(&update.flow))
-                }
-                Observation::Loss(_) => None,
-            };
+        for (observation, resolved) in observations {
             let resolved = resolved.as_ref();
             match (self.format, observation) {
                 (Format::Json, Observation::Flow(flow)) => self.json(&Record::Flow(
