@@ -26,7 +26,7 @@ use crate::{
     baseline::config::Scopes,
     cli::{SensorArgs, duration},
     export::{ExportArgs, site::Site},
-    identity::{IdentityArgs, IdentityResolver, Resolve},
+    identity::{IdentityArgs, IdentityResolver},
 };
 
 /// What learn, monitor and run share: the kernel, identity and export
@@ -63,8 +63,8 @@ impl AgentArgs {
     /// Starts identity (synced first), the sensor and export, and runs
     /// `command` until it ends.
     async fn run(self, command: CommandSetup) -> anyhow::Result<ExitCode> {
-        let mut site = Site::new(&self.identity);
-        let resolver = synced_resolver(&self.identity, &mut site).await?;
+        let resolver = synced_resolver(&self.identity).await?;
+        let site = Site::new(&self.identity, &resolver);
         let setup = RunSetup {
             command: command.command,
             sensor: self.sensor.config(),
@@ -83,7 +83,7 @@ impl AgentArgs {
             site,
             exclusions: Exclusions::new(&self.exclude_cgroups),
         };
-        runtime::run(setup, resolver).await?;
+        runtime::run(setup, Box::new(resolver)).await?;
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -241,12 +241,8 @@ pub async fn learn(args: LearnArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The identity resolver once its sources have listed (or could not):
-/// printed as an `identity` line before `ready`. The cluster's name, when
-/// only the kubeconfig gives one, goes on exported records too.
-async fn synced_resolver(
-    args: &IdentityArgs,
-    site: &mut Site,
-) -> anyhow::Result<Box<dyn Resolve + Send>> {
+/// printed as an `identity` line before `ready`.
+async fn synced_resolver(args: &IdentityArgs) -> anyhow::Result<IdentityResolver> {
     let resolver = IdentityResolver::start(args).await?;
     let status = resolver.wait_synced(args.identity_sync_timeout).await;
     if !status.synced() {
@@ -255,11 +251,8 @@ async fn synced_resolver(
             args.identity_sync_timeout
         );
     }
-    if site.cluster.is_none() {
-        site.cluster = resolver.named_cluster().map(str::to_owned);
-    }
     runtime::status(serde_json::json!({"event": "identity", "identity": status}));
-    Ok(Box::new(resolver))
+    Ok(resolver)
 }
 
 pub async fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {

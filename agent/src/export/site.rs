@@ -1,7 +1,7 @@
 //! Where the agent runs: host, node and cluster names for the OTLP
 //! resource and for alerts.
 
-use crate::identity::IdentityArgs;
+use crate::identity::{IdentityArgs, IdentityResolver};
 
 /// The names that go on every record's resource.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -12,24 +12,24 @@ pub struct Site {
     /// `spec.nodeName` as `NODE_NAME`).
     pub node: Option<String>,
     /// The cluster's name (`--cluster-name` or `EASTWATCH_CLUSTER_NAME`, else
-    /// the kubeconfig's, filled in once the resolver has found it);
+    /// the kubeconfig's);
     /// also settable through `OTEL_RESOURCE_ATTRIBUTES=k8s.cluster.name=...`.
     pub cluster: Option<String>,
 }
 
 impl Site {
-    /// The names the identity options give, and this host's.
-    pub fn new(identity: &IdentityArgs) -> Self {
-        let given = |v: &Option<String>| {
-            v.as_deref()
-                .map(str::trim)
+    /// The node the identity options name, the cluster the resolver
+    /// named (flag or kubeconfig, never its `default`), and this host.
+    pub fn new(identity: &IdentityArgs, resolver: &IdentityResolver) -> Self {
+        let given = |v: Option<&str>| {
+            v.map(str::trim)
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned)
         };
         Self {
             host: host_name(),
-            node: given(&identity.node_name),
-            cluster: given(&identity.cluster_name),
+            node: given(identity.node_name.as_deref()),
+            cluster: given(resolver.named_cluster()),
         }
     }
 

@@ -88,10 +88,7 @@ pub async fn run(options: ObserveOptions) -> anyhow::Result<()> {
     // Identity sources before the programs: the Kubernetes watches list
     // while the programs load.
     let resolver = IdentityResolver::start(&options.identity).await?;
-    let mut site = Site::new(&options.identity);
-    if site.cluster.is_none() {
-        site.cluster = resolver.named_cluster().map(str::to_owned);
-    }
+    let site = Site::new(&options.identity, &resolver);
     let export = Export::start(&options.export, "observe", site).await?;
     let sinks = export.sinks();
     let mut exported = Exported { export, sinks };
