@@ -5,8 +5,10 @@
 //! - bpf-linker built against the LLVM major that nightly uses (22);
 //! - Debian packages: that LLVM, and the tools the tests drive.
 //!
-//! The workspace toolchain itself (`rust-toolchain.toml`) is installed by
-//! rustup when cargo starts this program.
+//! The workspace toolchain itself (`rust-toolchain.toml`) must exist before
+//! cargo can build this program: the README's commands start with
+//! `rustup toolchain install`, which installs it (rustup does not when
+//! `RUSTUP_AUTO_INSTALL=0`).
 
 use std::{
     fs,
