@@ -205,11 +205,11 @@ impl FlowTracker {
 mod tests {
     use std::{
         net::{IpAddr, Ipv4Addr, SocketAddr},
-        time::{Duration, SystemTime},
+        time::Duration,
     };
 
     use super::*;
-    use crate::flow::{CgroupRef, Direction, NetnsRef, Origin, Outcome, Transport};
+    use crate::flow::{Direction, Outcome, Transport};
 
     fn key(cgroup_id: u64) -> FlowKey {
         FlowKey {
@@ -224,26 +224,12 @@ mod tests {
     }
 
     fn flow(key: FlowKey, count: u64) -> Flow {
+        let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 80);
+        let remote = SocketAddr::new(key.remote, 40000);
         Flow {
             key,
-            origin: Origin::Kernel,
-            first_seen: SystemTime::UNIX_EPOCH,
-            local: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 80),
-            remote: SocketAddr::new(key.remote, 40000),
-            owner: CgroupRef {
-                id: key.cgroup_id,
-                path: None,
-                unknown: None,
-                removed: false,
-            },
-            process: None,
-            netns: NetnsRef {
-                cookie: 1,
-                inode: None,
-            },
-            socket_cookie: None,
-            v4_mapped: false,
             count,
+            ..Flow::example(key.direction, key.transport, local, remote, key.cgroup_id)
         }
     }
 

@@ -12,13 +12,11 @@ use std::{
     time::SystemTime,
 };
 
-use eastwatch::identity::{
-    kube::{
-        convert,
-        store::{ClusterState, Record, ResourceKind},
-    },
-    model::WorkloadKind,
+use eastwatch::identity::kube::{
+    convert,
+    store::{ClusterState, Record, ResourceKind},
 };
+use eastwatch_policy::identity::WorkloadKind;
 use eastwatch_tests::kube_api::objects::{self, PodSpec};
 use k8s_openapi::api::{
     core::v1::{Node, Pod, Service},

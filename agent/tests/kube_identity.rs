@@ -6,20 +6,13 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
-    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
-use eastwatch::{
-    flow::{
-        CgroupRef, Direction, Flow, FlowKey, NetnsRef, Origin, Outcome, Process, ProcessSource,
-        Transport,
-    },
-    identity::{
-        IdentityArgs, IdentityResolver, Resolve, ResolvedFlow,
-        kube::store::SyncState,
-        model::{Identity, ResolvedEnd},
-    },
+use eastwatch::identity::{IdentityArgs, IdentityResolver, Resolve, kube::store::SyncState};
+use eastwatch_policy::{
+    flow::{Direction, Flow, FlowKey, NetnsRef, Process, ProcessSource, Transport},
+    identity::{Identity, ResolvedEnd, ResolvedFlow},
 };
 use eastwatch_tests::kube_api::{
     FakeApi, Resource,
@@ -39,29 +32,22 @@ fn pod_cgroup(uid: &str) -> String {
     )
 }
 
+/// A TCP flow of the pod whose container is in `cgroup` (at 10.1.0.2),
+/// in network namespace `netns`, with `remote` on service port `port`.
 fn flow(cgroup: &str, direction: Direction, remote: &str, port: u16, netns: u64) -> Flow {
     let remote: IpAddr = remote.parse().expect("ip");
     let local: IpAddr = "10.1.0.2".parse().expect("ip");
+    let (local, remote) = match direction {
+        Direction::Egress => (SocketAddr::new(local, 40000), SocketAddr::new(remote, port)),
+        Direction::Ingress => (SocketAddr::new(local, port), SocketAddr::new(remote, 40000)),
+    };
+    let flow = Flow::example(direction, Transport::Tcp, local, remote, 4242).owned_by(cgroup);
     Flow {
         key: FlowKey {
-            cgroup_id: 4242,
             netns_cookie: netns,
-            remote,
-            service_port: port,
-            transport: Transport::Tcp,
-            direction,
-            outcome: Outcome::Established,
+            ..flow.key
         },
-        origin: Origin::Kernel,
         first_seen: SystemTime::now(),
-        local: SocketAddr::new(local, 40000),
-        remote: SocketAddr::new(remote, port),
-        owner: CgroupRef {
-            id: 4242,
-            path: Some(Arc::from(cgroup)),
-            unknown: None,
-            removed: false,
-        },
         process: Some(Process {
             pid: 1,
             name: "app".into(),
@@ -71,9 +57,7 @@ fn flow(cgroup: &str, direction: Direction, remote: &str, port: u16, netns: u64)
             cookie: netns,
             inode: None,
         },
-        socket_cookie: None,
-        v4_mapped: false,
-        count: 1,
+        ..flow
     }
 }
 

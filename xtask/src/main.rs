@@ -157,11 +157,8 @@ fn lint(root: &Path) -> anyhow::Result<()> {
     ]))?;
     // The eBPF crate only builds for the BPF target, with its own toolchain.
     let ebpf = root.join("ebpf");
-    run(Command::new("cargo")
+    run(own_toolchain(&mut Command::new("cargo"))
         .current_dir(&ebpf)
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env_remove("CARGO")
-        .env_remove("RUSTC")
         .args([
             "clippy",
             "--target",
@@ -177,13 +174,50 @@ fn lint(root: &Path) -> anyhow::Result<()> {
 /// The baseline matcher, then what the kernel programs cost and how fast
 /// the agent takes events in (needs root).
 fn bench(root: &Path) -> anyhow::Result<()> {
-    run(cargo(root).args(["bench", "--package", "eastwatch", "--bench", "matcher"]))?;
+    run(cargo(root).args([
+        "bench",
+        "--package",
+        "eastwatch-policy",
+        "--bench",
+        "matcher",
+    ]))?;
     if !setup::is_root() {
         bail!("the kernel benchmark attaches eBPF programs: run `cargo xtask bench` as root");
     }
     let binary = build_release(root)?;
     let kbench = build_harness_bins(root, &["eastwatch-kbench"])?;
     run(Command::new(kbench).env("EASTWATCH_BIN", binary))
+}
+
+/// `command` free to pick its toolchain (a directory's
+/// rust-toolchain.toml, or `rustup run`), not the one this xtask runs on.
+fn own_toolchain(command: &mut Command) -> &mut Command {
+    command
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env_remove("RUSTC")
+}
+
+/// The policy crate's tests on the stock stable toolchain: it must build
+/// without the nightly, bpf-linker or LLVM. A missing stable toolchain
+/// fails here (`rustup toolchain install stable`), it is never skipped.
+fn test_policy_on_stable(root: &Path, filter: &[&str]) -> anyhow::Result<()> {
+    run(own_toolchain(&mut Command::new("rustup"))
+        .current_dir(root)
+        .env("RUSTUP_AUTO_INSTALL", "0")
+        .args([
+            "run",
+            "stable",
+            "cargo",
+            "test",
+            "--package",
+            "eastwatch-policy",
+            "--",
+        ])
+        .args(filter))
+    .context(
+        "the policy crate on the stable toolchain (`rustup toolchain install stable` if missing)",
+    )
 }
 
 fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
@@ -207,6 +241,7 @@ fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
             "--",
         ])
         .args(&filter))?;
+    test_policy_on_stable(root, &filter)?;
     // End-to-end: one agent at a time, each test with its own cgroups and
     // namespaces, against the release binary.
     run(cargo(root)

@@ -2,6 +2,7 @@
 //!
 //! - the eBPF toolchain pinned in `ebpf/rust-toolchain.toml` (a nightly with
 //!   rust-src, for `-Z build-std=core`);
+//! - the stock stable toolchain, which the policy crate's tests run on;
 //! - bpf-linker built against the LLVM major that nightly uses (22);
 //! - Debian packages: that LLVM, and the tools the tests drive.
 //!
@@ -52,6 +53,7 @@ pub fn ensure(root: &Path) -> anyhow::Result<()> {
     ensure_debian_packages()?;
     let toolchain = ebpf_toolchain(root)?;
     ensure_rust_toolchain(&toolchain)?;
+    ensure_stable_toolchain()?;
     ensure_bpf_linker(root)?;
     Ok(())
 }
@@ -155,6 +157,21 @@ fn ensure_rust_toolchain(toolchain: &str) -> anyhow::Result<()> {
         "--component",
         "rust-src,clippy,rustfmt",
     ]))
+}
+
+/// The stock stable toolchain (minimal: rustc and cargo are enough).
+fn ensure_stable_toolchain() -> anyhow::Result<()> {
+    let installed = rustup()
+        .args(["run", "stable", "rustc", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if installed {
+        return Ok(());
+    }
+    eprintln!("xtask: installing the stable Rust toolchain");
+    run(rustup().args(["toolchain", "install", "stable", "--profile", "minimal"]))
 }
 
 /// Prepends cargo's bin directory (where bpf-linker goes) to PATH for

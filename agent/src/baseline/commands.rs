@@ -9,21 +9,24 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::{
-    config,
-    diag::Diagnostic,
-    exclude::Exclusions,
-    format::{self, BaselineDoc},
-    judge::JudgeConfig,
-    learn::{self, Evidence},
-    matcher::ObservedEdge,
-    parse,
-    runtime::{self, LearnFiles, RunSetup},
-    tools, validate,
-};
-use crate::{
+use eastwatch_policy::{
     alert::Mode,
-    baseline::config::Scopes,
+    baseline::{
+        diag::Diagnostic,
+        format::{self, BaselineDoc},
+        matcher::ObservedEdge,
+        parse, validate,
+    },
+    config::{self, Scopes},
+    exclude::Exclusions,
+    file::write_atomic,
+    judge::JudgeConfig,
+    learn::Evidence,
+    tools,
+};
+
+use super::runtime::{self, LearnFiles, RunSetup};
+use crate::{
     cli::{SensorArgs, duration},
     export::{ExportArgs, site::Site},
     identity::{IdentityArgs, IdentityResolver},
@@ -370,8 +373,8 @@ pub fn tool(args: BaselineArgs) -> anyhow::Result<ExitCode> {
             }
             let name = name.unwrap_or_else(|| docs[0].metadata.name.value.clone());
             let merged = tools::merge(&docs, &name);
-            let yaml = learn::to_yaml(&merged)?;
-            learn::write_atomic(&out, yaml.as_bytes())?;
+            let yaml = merged.to_yaml().context("serializing the baseline")?;
+            write_atomic(&out, yaml.as_bytes())?;
             eprintln!(
                 "merged {} file(s) into {} ({} edges)",
                 files.len(),

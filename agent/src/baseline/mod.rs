@@ -1,24 +1,6 @@
-//! Baselines: the reviewed list of allowed lateral paths, learn mode that
-//! writes one, monitor mode that judges every flow against one, and the
-//! tool chain (lint, diff, merge, explain, report, schema).
-//!
-//! file ─ parse (positions) ─ validate (rules, lint) ─ matcher (indexes)
-//! flows ─ resolve ─ learn (aggregate, write) | judge (verdicts, alerts)
+//! The long-running side of baselines: `eastwatch learn`, `monitor` and
+//! `run`, hot reload, and the `baseline` tool commands.
 
 pub mod commands;
-pub mod config;
-pub mod diag;
-pub mod exclude;
-pub mod format;
-pub mod judge;
-pub mod learn;
-pub mod matcher;
-pub mod parse;
 pub mod reload;
 pub mod runtime;
-pub mod selector;
-pub mod tools;
-pub mod validate;
-
-#[cfg(test)]
-mod tests;

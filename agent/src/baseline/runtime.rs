@@ -17,21 +17,27 @@ use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use super::{
+use eastwatch_policy::{
+    alert::{self, Alert, AlertKind, Mode, Severity},
+    baseline::{
+        matcher::{Matcher, ObservedEdge},
+        validate::{self, Baseline},
+    },
     config::{self, Scopes},
     exclude::Exclusions,
+    file::write_atomic,
+    identity::ResolvedFlow,
     judge::{Judge, JudgeConfig},
-    learn::{self, Learner},
-    matcher::{Matcher, ObservedEdge},
-    reload::{self, Contents},
-    validate::{self, Baseline},
+    learn::Learner,
 };
+
+use super::reload::{self, Contents};
 use crate::{
-    alert::{self, Alert, AlertKind, AlertSink, Mode, Severity},
-    alert_jsonl::JsonLinesSink,
     export::{DRAIN_ON_EXIT, Export, ExportArgs, metrics::Metrics, site::Site},
-    identity::{Resolve, ResolvedFlow},
+    identity::Resolve,
+    observe::kernel_loss,
     sensor::{Observation, Sensor, SensorConfig},
+    sinks::{AlertSink, jsonl::JsonLinesSink},
 };
 
 /// Where learn mode writes.
@@ -124,7 +130,7 @@ impl Engine {
                     self.metrics.kernel_lost(counter, *lost);
                 }
                 let alert = alert::kernel_loss_alert(
-                    &loss,
+                    &kernel_loss(&loss),
                     self.judge_config.node.clone(),
                     self.judge.as_ref().map(|j| j.digest().to_owned()),
                     Mode::Monitor,
@@ -181,13 +187,16 @@ impl Engine {
         };
         if let Some(checkpoint) = &files.checkpoint {
             let bytes = serde_json::to_vec_pretty(&learner.checkpoint())?;
-            learn::write_atomic(checkpoint, &bytes)?;
+            write_atomic(checkpoint, &bytes)?;
         }
-        let yaml = learn::to_yaml(&learner.baseline(&files.name))?;
-        learn::write_atomic(&files.out, yaml.as_bytes())?;
+        let yaml = learner
+            .baseline(&files.name)
+            .to_yaml()
+            .context("serializing the baseline")?;
+        write_atomic(&files.out, yaml.as_bytes())?;
         if let Some(evidence) = &files.evidence {
             let bytes = serde_json::to_vec_pretty(&learner.evidence(now))?;
-            learn::write_atomic(evidence, &bytes)?;
+            write_atomic(evidence, &bytes)?;
         }
         Ok(())
     }

@@ -15,10 +15,12 @@ use opentelemetry::{
     metrics::{Counter, Gauge, Meter},
 };
 
-use crate::{
-    alert::{Alert, AlertKind, AlertSink, SinkError},
-    identity::{ResolvedFlow, model::Identity},
+use eastwatch_policy::{
+    alert::{Alert, AlertKind},
+    identity::{Identity, ResolvedFlow},
 };
+
+use crate::sinks::{AlertSink, SinkError};
 
 /// Distinct workload labels before the rest are folded into `other`.
 pub const MAX_WORKLOADS: usize = 512;

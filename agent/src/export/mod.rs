@@ -25,7 +25,7 @@ use self::{
     pipeline::{AlertQueue, OtlpSink},
     site::Site,
 };
-use crate::alert::AlertSink;
+use crate::sinks::AlertSink;
 
 /// Where alerts and metrics go, shared by `observe`, `learn`, `monitor`
 /// and `run`. Without any flag, the standard `OTEL_EXPORTER_OTLP_*`
@@ -239,32 +239,5 @@ impl Export {
         }
         self.health.set_ready(false);
         self.stats()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    /// The config the DaemonSet ships (deploy/kustomize) is one the agent
-    /// accepts.
-    #[test]
-    fn the_deployed_agent_config_loads() {
-        let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../deploy/kustomize/configmap-config.yaml");
-        let text = std::fs::read_to_string(&manifest).expect("configmap");
-        let configmap: serde_json::Value = serde_saphyr::from_str(&text).expect("yaml");
-        let agent = configmap["data"]["agent.yaml"]
-            .as_str()
-            .expect("agent.yaml");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("agent.yaml");
-        std::fs::write(&path, agent).expect("write");
-        let config =
-            crate::baseline::config::load(&path).unwrap_or_else(|rejected| panic!("{rejected}"));
-        assert_eq!(
-            config.baseline.as_deref(),
-            Some(std::path::Path::new(
-                "/etc/eastwatch/baseline/baseline.yaml"
-            ))
-        );
     }
 }

@@ -28,7 +28,9 @@ use super::{
     site::Site,
     spool::{SYNC_EVERY, Spool, SpoolError},
 };
-use crate::alert::{Alert, AlertKind, AlertSink, Mode, Severity, SinkError};
+use eastwatch_policy::alert::{Alert, AlertKind, Mode, Severity};
+
+use crate::sinks::{AlertSink, SinkError};
 
 /// Records per export call.
 pub const BATCH: usize = 256;

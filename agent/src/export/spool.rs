@@ -463,7 +463,7 @@ fn recover_segment(path: &Path, acked: u64) -> Result<(u64, u64, Option<u64>), S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::{AlertKind, Severity};
+    use eastwatch_policy::alert::{AlertKind, Severity};
 
     fn record(n: u64) -> OtlpRecord {
         OtlpRecord {

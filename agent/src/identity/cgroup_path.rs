@@ -15,7 +15,7 @@
 //! put `kubelet.slice` or a whole node container above it), and a container
 //! may make sub-cgroups of its own below its scope.
 
-use super::model::ContainerRuntime;
+use eastwatch_policy::identity::ContainerRuntime;
 
 /// Kubernetes QoS classes, as kubelet encodes them in the pod's parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -36,7 +36,7 @@ use std::{
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::model::{ServiceRef, Workload, WorkloadKind};
+use eastwatch_policy::identity::{Identity, ServiceRef, Workload, WorkloadKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
@@ -280,7 +280,7 @@ impl Builder<'_> {
                 service_account: entry.service_account,
                 labels: entry.labels,
             };
-            let canonical = super::model::Identity::Workload(workload.clone()).canonical();
+            let canonical = Identity::Workload(workload.clone()).canonical();
             let key = canonical.trim_start_matches("workload:").to_owned();
             if by_canonical.insert(key, index).is_some() {
                 return Err(self.invalid(&entry.kind, format!("{canonical} is listed twice")));
@@ -335,9 +335,7 @@ impl Builder<'_> {
                 }
             }
             let workloads = &self.inventory.workloads;
-            backends.sort_by_key(|&b| {
-                super::model::Identity::Workload((*workloads[b]).clone()).canonical()
-            });
+            backends.sort_by_key(|&b| Identity::Workload((*workloads[b]).clone()).canonical());
             backends.dedup();
             for ip in &entry.ips {
                 self.claim(ip, AddressOwner::Service(index))?;

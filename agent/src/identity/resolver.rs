@@ -29,8 +29,13 @@ use anyhow::Context as _;
 use serde::Serialize;
 use tracing::info;
 
+use eastwatch_policy::{
+    flow::{CgroupUnknown, Flow},
+    identity::{Identity, PodRef, ResolvedEnd, ResolvedFlow, ServiceRef, Workload},
+};
+
 use super::{
-    Resolve, ResolvedFlow,
+    Resolve,
     cgroup_path::{self, CgroupOwner},
     inventory::{AddressMatch, Inventory},
     kube::{
@@ -38,10 +43,8 @@ use super::{
         config::{self, Discovery},
         store::{ClusterState, PodRecord, RemoteMatch, ResourceKind, SyncState},
     },
-    model::{Identity, PodRef, ResolvedEnd, ServiceRef, Workload},
     options::IdentityArgs,
 };
-use crate::flow::{CgroupUnknown, Flow};
 
 enum Kube {
     Off { reason: String },

@@ -7,13 +7,36 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
+use eastwatch_policy::alert::{self, KernelLoss, Mode};
+
 use self::output::{Format, Printer, Resolved};
 use crate::{
-    alert::{self, AlertSink, Mode},
     export::{DRAIN_ON_EXIT, Export, ExportArgs, site::Site},
     identity::{IdentityArgs, IdentityResolver, Resolve as _},
-    sensor::{Observation, Sensor, SensorConfig},
+    sensor::{LossReport, Observation, Sensor, SensorConfig},
+    sinks::AlertSink,
 };
+
+/// What the kernel lost, as alerts tell it.
+pub fn kernel_loss(report: &LossReport) -> KernelLoss {
+    let counters = &report.counters;
+    KernelLoss {
+        lost: report
+            .new
+            .iter()
+            .map(|(name, lost)| ((*name).to_owned(), *lost))
+            .collect(),
+        totals: counters
+            .losses()
+            .into_iter()
+            .map(|(name, counter)| (name.to_owned(), counter.total))
+            .chain([(
+                "flow_events_offered".to_owned(),
+                counters.flow_events_offered.total,
+            )])
+            .collect(),
+    }
+}
 
 pub struct ObserveOptions {
     pub duration: Option<Duration>,
@@ -48,7 +71,7 @@ impl Exported {
                         continue;
                     }
                     let alert = alert::kernel_loss_alert(
-                        loss,
+                        &kernel_loss(loss),
                         self.export.site.node_or_host(),
                         None,
                         Mode::Learn,

@@ -7,15 +7,15 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use eastwatch_policy::{
+    flow::{CgroupRef, Direction, Family, Flow, NetnsRef, Origin, Outcome, Process, Transport},
+    identity::{Identity, PodRef, ResolvedEnd, ResolvedFlow, ServiceRef},
+    timestamp::rfc3339,
+};
 use serde::Serialize;
 
 use crate::{
-    flow::{CgroupRef, Direction, Family, Flow, NetnsRef, Origin, Outcome, Process, Transport},
-    identity::{
-        ResolvedFlow,
-        model::{Identity, PodRef, ResolvedEnd, ServiceRef},
-        resolver::IdentityStatus,
-    },
+    identity::resolver::IdentityStatus,
     kernel::counters::KernelCounters,
     sensor::{AgentStats, LossReport, Observation, Startup},
 };
@@ -24,10 +24,6 @@ use crate::{
 pub enum Format {
     Json,
     Text,
-}
-
-fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_micros(time).to_string()
 }
 
 #[derive(Serialize)]

@@ -11,10 +11,11 @@ use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity as Ote
 use opentelemetry_sdk::logs::{SdkLogRecord, SdkLogger};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    alert::{Alert, AlertKind, LATERAL_MOVEMENT, Severity},
-    flow::Direction,
-    identity::model::{Identity, ResolvedEnd, WorkloadKind},
+use eastwatch_policy::{
+    alert::{Alert, AlertKind, LATERAL_MOVEMENT, Mode, Severity},
+    flow::{Direction, Family},
+    identity::{Identity, ResolvedEnd, WorkloadKind},
+    timestamp::rfc3339,
 };
 
 /// An attribute value as the spool keeps it.
@@ -189,10 +190,6 @@ fn k8s_kind_key(kind: &WorkloadKind) -> Option<&'static str> {
     })
 }
 
-fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_micros(time).to_string()
-}
-
 /// The mapping (docs/alerts.md lists every field).
 pub fn from_alert(alert: &Alert, observed: SystemTime) -> OtlpRecord {
     let mut a = Attributes(Vec::new());
@@ -201,8 +198,8 @@ pub fn from_alert(alert: &Alert, observed: SystemTime) -> OtlpRecord {
     a.str(
         "eastwatch.mode",
         match alert.mode {
-            crate::alert::Mode::Learn => "learn",
-            crate::alert::Mode::Monitor => "monitor",
+            Mode::Learn => "learn",
+            Mode::Monitor => "monitor",
         },
     );
     if let Some(flow) = &alert.flow {
@@ -212,8 +209,8 @@ pub fn from_alert(alert: &Alert, observed: SystemTime) -> OtlpRecord {
         a.str(
             "network.type",
             match flow.family {
-                crate::flow::Family::Ipv4 => "ipv4",
-                crate::flow::Family::Ipv6 => "ipv6",
+                Family::Ipv4 => "ipv4",
+                Family::Ipv6 => "ipv6",
             },
         );
         a.str("eastwatch.flow.outcome", flow.outcome.to_string());
@@ -310,10 +307,10 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::{
-        alert::{FlowFacts, Mode, Technique},
-        flow::{Family, Outcome, Process, ProcessSource, Transport},
-        identity::model::{PodRef, Workload},
+    use eastwatch_policy::{
+        alert::{FlowFacts, Technique},
+        flow::{Outcome, Process, ProcessSource, Transport},
+        identity::{PodRef, Workload},
     };
 
     fn workload(name: &str, kind: WorkloadKind) -> ResolvedEnd {

@@ -9,7 +9,7 @@ use k8s_openapi::api::{
 use kube::ResourceExt;
 
 use super::store::{NodeRecord, ObjectKey, PodRecord, ServiceRecord, SliceRecord};
-use crate::identity::model::{Workload, WorkloadKind};
+use eastwatch_policy::identity::{Workload, WorkloadKind};
 
 /// Labels that differ between pods of one workload (or between runs of a
 /// Job); a workload's labels are its pods' labels without them.

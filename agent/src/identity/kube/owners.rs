@@ -15,7 +15,7 @@ use k8s_openapi::{
 use kube::{Api, Client};
 use tracing::debug;
 
-use crate::identity::model::WorkloadKind;
+use eastwatch_policy::identity::WorkloadKind;
 
 /// Entries above this are dropped wholesale: pods already hold their
 /// workload, so a cleared cache costs one fetch per owner of a new pod.

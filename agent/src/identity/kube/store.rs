@@ -11,7 +11,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::identity::model::{Identity, Workload};
+use eastwatch_policy::identity::{Identity, Workload};
 
 /// A namespaced object's name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -520,7 +520,7 @@ impl ClusterState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::model::WorkloadKind;
+    use eastwatch_policy::identity::WorkloadKind;
 
     fn workload(name: &str) -> Arc<Workload> {
         Arc::new(Workload {

@@ -3,9 +3,15 @@
 //! names or pod-template hashes: an identity survives restarts, rollouts
 //! and scaling.
 
-use std::{collections::BTreeMap, fmt, net::IpAddr};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, SocketAddr},
+};
 
 use serde::{Deserialize, Serialize};
+
+use crate::flow::{Direction, Flow};
 
 /// Kubernetes workload kinds (the controller at the top of a pod's owner
 /// chain, or `Pod` for a bare pod).
@@ -259,6 +265,57 @@ impl ResolvedEnd {
             container_id: None,
             spiffe_id: None,
             other_backends: Vec::new(),
+        }
+    }
+}
+
+/// A flow with both ends resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedFlow {
+    pub flow: Flow,
+    /// The socket owner on this node.
+    pub local: ResolvedEnd,
+    /// The peer.
+    pub remote: ResolvedEnd,
+}
+
+/// One end of a resolved flow: who, and at which address.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlowEnd<'a> {
+    pub end: &'a ResolvedEnd,
+    pub address: SocketAddr,
+}
+
+impl ResolvedFlow {
+    /// The client (who connected or sent first): the local end of an
+    /// egress flow, the remote end of an ingress one. Both observations of
+    /// one connection name the same client.
+    pub fn client(&self) -> FlowEnd<'_> {
+        match self.flow.key.direction {
+            Direction::Egress => self.local_end(),
+            Direction::Ingress => self.remote_end(),
+        }
+    }
+
+    /// The server: the other end from [`ResolvedFlow::client`].
+    pub fn server(&self) -> FlowEnd<'_> {
+        match self.flow.key.direction {
+            Direction::Egress => self.remote_end(),
+            Direction::Ingress => self.local_end(),
+        }
+    }
+
+    fn local_end(&self) -> FlowEnd<'_> {
+        FlowEnd {
+            end: &self.local,
+            address: self.flow.local,
+        }
+    }
+
+    fn remote_end(&self) -> FlowEnd<'_> {
+        FlowEnd {
+            end: &self.remote,
+            address: self.flow.remote,
         }
     }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     flow::{Direction, Family, Outcome, Process, Transport},
-    identity::model::ResolvedEnd,
+    identity::ResolvedEnd,
 };
 
 /// The alert types, each with its own event name.
@@ -56,28 +56,33 @@ impl Severity {
     }
 }
 
+/// What the kernel lost since the last report, as an alert tells it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelLoss {
+    /// Each loss counter's growth, by counter name.
+    pub lost: BTreeMap<String, u64>,
+    /// Every loss counter's total, and `flow_events_offered`'s.
+    pub totals: BTreeMap<String, u64>,
+}
+
 /// The visibility-gap alert for kernel events lost since the last report:
 /// each counter's growth and its total in `details`.
 pub fn kernel_loss_alert(
-    loss: &crate::sensor::LossReport,
+    loss: &KernelLoss,
     node: Option<String>,
     baseline_digest: Option<String>,
     mode: Mode,
     now: SystemTime,
 ) -> Alert {
-    let lost: u64 = loss.new.values().sum();
+    let lost: u64 = loss.lost.values().sum();
     let mut details: BTreeMap<String, String> = loss
-        .new
+        .lost
         .iter()
-        .map(|(name, grew)| (name.to_string(), grew.to_string()))
+        .map(|(name, grew)| (name.clone(), grew.to_string()))
         .collect();
-    for (name, counter) in loss.counters.losses() {
-        details.insert(format!("total.{name}"), counter.total.to_string());
+    for (name, total) in &loss.totals {
+        details.insert(format!("total.{name}"), total.to_string());
     }
-    details.insert(
-        "total.flow_events_offered".into(),
-        loss.counters.flow_events_offered.total.to_string(),
-    );
     Alert {
         kind: AlertKind::VisibilityGap,
         time: now,
@@ -165,23 +170,4 @@ pub struct Alert {
     pub technique: Option<Technique>,
     /// Anything else worth keeping, by name (loss counters, say).
     pub details: BTreeMap<String, String>,
-}
-
-/// Why a sink could not take an alert.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error("writing alert: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("{0}")]
-    Other(String),
-}
-
-/// Where alerts go: stdout or a file as JSON lines, the OTLP spool.
-///
-/// `deliver` is quick and local (a write, an append to a spool); a sink
-/// that ships alerts elsewhere does so in the background and must never
-/// drop one silently: it queues (bounded) and counts and reports what it
-/// had to give up.
-pub trait AlertSink: Send {
-    fn deliver(&mut self, alert: &Alert) -> Result<(), SinkError>;
 }

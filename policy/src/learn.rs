@@ -5,21 +5,21 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    format::{BaselineDoc, Edge, Located},
-    matcher::ObservedEdge,
-    selector::exact_selector,
-};
 use crate::{
-    flow::{Direction, Transport},
-    identity::{ResolvedFlow, model::Identity},
+    baseline::{
+        format::{BaselineDoc, Edge, Located},
+        matcher::ObservedEdge,
+        selector::exact_selector,
+    },
+    flow::{Direction, Outcome, Transport},
+    identity::{Identity, ResolvedFlow},
+    timestamp::{rfc3339_serde, rfc3339_serde_opt},
 };
 
 /// Client, server and the ports between them.
@@ -34,9 +34,9 @@ pub struct EdgeEvidence {
     pub to: Identity,
     pub port: u16,
     pub transport: Transport,
-    #[serde(with = "rfc3339")]
+    #[serde(with = "rfc3339_serde")]
     pub first_seen: SystemTime,
-    #[serde(with = "rfc3339")]
+    #[serde(with = "rfc3339_serde")]
     pub last_seen: SystemTime,
     /// Occurrences (connections, datagrams) over every observation.
     pub count: u64,
@@ -57,9 +57,9 @@ pub struct EdgeEvidence {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub version: u32,
-    #[serde(with = "rfc3339")]
+    #[serde(with = "rfc3339_serde")]
     pub started: SystemTime,
-    #[serde(with = "rfc3339_opt")]
+    #[serde(with = "rfc3339_serde_opt")]
     pub last_new_edge: Option<SystemTime>,
     pub unattributed: u64,
     pub edges: Vec<EdgeEvidence>,
@@ -140,7 +140,7 @@ impl Learner {
             }
         });
         evidence.count += count;
-        if flow.flow.key.outcome == crate::flow::Outcome::Attempted {
+        if flow.flow.key.outcome == Outcome::Attempted {
             evidence.attempts += count;
         }
         evidence.last_seen = evidence.last_seen.max(now);
@@ -266,101 +266,60 @@ impl Learner {
     }
 
     /// Resumes from `path` when it exists, else starts afresh.
-    pub fn load_or_new(path: Option<&Path>, now: SystemTime) -> anyhow::Result<Self> {
+    pub fn load_or_new(path: Option<&Path>, now: SystemTime) -> Result<Self, CheckpointError> {
         let Some(path) = path else {
             return Ok(Self::new(now));
         };
         match std::fs::read(path) {
             Ok(bytes) => {
-                let checkpoint: Checkpoint = serde_json::from_slice(&bytes)
-                    .with_context(|| format!("reading checkpoint {}", path.display()))?;
-                anyhow::ensure!(
-                    checkpoint.version == 1,
-                    "checkpoint {} has version {}; this eastwatch reads version 1",
-                    path.display(),
-                    checkpoint.version
-                );
+                let checkpoint: Checkpoint =
+                    serde_json::from_slice(&bytes).map_err(|source| CheckpointError::Parse {
+                        path: path.to_owned(),
+                        source,
+                    })?;
+                if checkpoint.version != 1 {
+                    return Err(CheckpointError::Version {
+                        path: path.to_owned(),
+                        version: checkpoint.version,
+                    });
+                }
                 Ok(Self::resume(checkpoint))
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Self::new(now)),
-            Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+            Err(source) => Err(CheckpointError::Read {
+                path: path.to_owned(),
+                source,
+            }),
         }
     }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Evidence {
-    #[serde(with = "rfc3339")]
+    #[serde(with = "rfc3339_serde")]
     pub started: SystemTime,
-    #[serde(with = "rfc3339_opt")]
+    #[serde(with = "rfc3339_serde_opt")]
     pub last_new_edge: Option<SystemTime>,
     pub converged_for_secs: u64,
     pub unattributed_flows: u64,
     pub edges: Vec<EdgeEvidence>,
 }
 
-/// The YAML text of a baseline, as every command writes it.
-pub fn to_yaml(doc: &BaselineDoc) -> anyhow::Result<String> {
-    serde_saphyr::to_string(doc).context("serializing the baseline")
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same
-/// directory, synced, then renamed over the old one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // The rename itself is durable once the directory is.
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing {}", path.display()))
-}
-
-pub mod rfc3339 {
-    use std::time::SystemTime;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_rfc3339_micros(*time).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_rfc3339_weak(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-pub mod rfc3339_opt {
-    use std::time::SystemTime;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(time: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-        match time {
-            Some(time) => super::rfc3339::serialize(time, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
-        let text = Option::<String>::deserialize(d)?;
-        text.map(|t| humantime::parse_rfc3339_weak(&t).map_err(serde::de::Error::custom))
-            .transpose()
-    }
+/// A checkpoint that cannot be resumed from.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading checkpoint {}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("checkpoint {} has version {version}; this eastwatch reads version 1", path.display())]
+    Version { path: PathBuf, version: u32 },
 }

@@ -1,15 +1,12 @@
 //! The JSON-lines alert sink: one alert per line, on stdout or appended to
 //! a file. Times are RFC 3339; `event` is the alert kind's event name.
 
-use std::{fs::OpenOptions, io::Write, path::Path, time::SystemTime};
+use std::{fs::OpenOptions, io::Write, path::Path};
 
+use eastwatch_policy::{alert::Alert, timestamp::rfc3339};
 use serde_json::{Value, json};
 
-use crate::alert::{Alert, AlertSink, SinkError};
-
-fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_micros(time).to_string()
-}
+use super::{AlertSink, SinkError};
 
 /// An alert as a JSON object.
 pub fn alert_json(alert: &Alert) -> Value {

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use ipnet::IpNet;
 
 use super::format::{LabelOperator, LabelSelector, Selector};
-use crate::identity::model::{Identity, WorkloadKind};
+use crate::identity::{Identity, WorkloadKind};
 
 /// The cluster's SPIFFE trust domain: a `spiffeId` in another never
 /// matches.
@@ -536,7 +536,7 @@ pub fn exact_selector(identity: &Identity) -> Option<Selector> {
 mod tests {
     use super::*;
     use crate::baseline::format::LabelRequirement;
-    use crate::identity::model::Workload;
+    use crate::identity::Workload;
 
     fn workload(labels: &[(&str, &str)]) -> Identity {
         Identity::Workload(Workload {

@@ -23,13 +23,16 @@ use std::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    diag::{Diagnostic, Rejected},
-    format::{API_VERSION, Located, Selector},
-    parse,
-    selector::SelectorMatcher,
+use crate::{
+    alert::Mode,
+    baseline::{
+        diag::{Diagnostic, Rejected},
+        format::{API_VERSION, Located, Selector},
+        parse,
+        selector::SelectorMatcher,
+    },
+    identity::Identity,
 };
-use crate::{alert::Mode, identity::model::Identity};
 
 pub const CONFIG_KIND: &str = "AgentConfig";
 
@@ -237,4 +240,32 @@ fn check(doc: AgentConfigDoc, path: &Path) -> Result<AgentConfig, Rejected> {
         fan_out_threshold: doc.spec.monitor.fan_out_threshold,
         alerts_file: doc.spec.monitor.alerts_file.as_deref().map(resolve),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The config the DaemonSet ships (deploy/kustomize) is one the agent
+    /// accepts.
+    #[test]
+    fn the_deployed_agent_config_loads() {
+        let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/kustomize/configmap-config.yaml");
+        let text = std::fs::read_to_string(&manifest).expect("configmap");
+        let configmap: serde_json::Value = serde_saphyr::from_str(&text).expect("yaml");
+        let agent = configmap["data"]["agent.yaml"]
+            .as_str()
+            .expect("agent.yaml");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(&path, agent).expect("write");
+        let config = load(&path).unwrap_or_else(|rejected| panic!("{rejected}"));
+        assert_eq!(
+            config.baseline.as_deref(),
+            Some(std::path::Path::new(
+                "/etc/eastwatch/baseline/baseline.yaml"
+            ))
+        );
+    }
 }

@@ -10,11 +10,11 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use super::matcher::{Matcher, ObservedEdge, Verdict};
 use crate::{
     alert::{Alert, AlertKind, FlowFacts, Mode, Severity, Technique},
+    baseline::matcher::{Matcher, ObservedEdge, Verdict},
     flow::{Direction, Family, Outcome, Transport},
-    identity::{ResolvedFlow, model::Identity},
+    identity::{Identity, ResolvedFlow},
 };
 
 #[derive(Debug, Clone)]

@@ -275,6 +275,11 @@ impl BaselineDoc {
             spec: Spec::default(),
         }
     }
+
+    /// The YAML text of the baseline, as every command writes it.
+    pub fn to_yaml(&self) -> Result<String, serde_saphyr::SerializeError> {
+        serde_saphyr::to_string(self)
+    }
 }
 
 /// The JSON Schema of baseline files, pretty-printed (what

@@ -9,15 +9,16 @@ use std::{
 
 use serde::Serialize;
 
-use super::{
-    format::{BaselineDoc, Edge, Located, Selector},
-    learn::Evidence,
-    matcher::{Matcher, ObservedEdge, Verdict, mismatches, nearest},
-    validate::{Baseline, PortRange, describe},
-};
 use crate::{
+    baseline::{
+        format::{BaselineDoc, Edge, Located, Selector},
+        matcher::{Matcher, ObservedEdge, Verdict, mismatches, nearest},
+        selector::parse_cidr,
+        validate::{Baseline, PortRange, describe},
+    },
     flow::Transport,
-    identity::model::{ContainerRuntime, Identity, Workload, WorkloadKind},
+    identity::{ContainerRuntime, Identity, Workload, WorkloadKind},
+    learn::Evidence,
 };
 
 /// Ports in their natural order (transport, then number).
@@ -378,7 +379,7 @@ fn named_identity(selector: &Selector) -> Option<Identity> {
     } else if let Some(node) = &selector.node {
         format!("node:{node}")
     } else if let Some(cidr) = &selector.cidr {
-        let net = super::selector::parse_cidr(cidr).ok()?;
+        let net = parse_cidr(cidr).ok()?;
         if net.prefix_len() != net.max_prefix_len() {
             return None;
         }

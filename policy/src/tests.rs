@@ -1,9 +1,12 @@
-//! Parser and lint tests with golden output (`agent/testdata/baseline`).
+//! Parser and lint tests with golden output (`policy/testdata/baseline`).
 //! `EASTWATCH_BLESS=1` rewrites the expected files.
 
 use std::{path::PathBuf, time::SystemTime};
 
-use super::{diag::Diagnostic, validate};
+use crate::{
+    baseline::{diag::Diagnostic, validate},
+    config,
+};
 
 fn testdata(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -37,7 +40,7 @@ fn golden(name: &str) {
 fn agent_config_errors_have_their_position() {
     let name = "agent-errors.yaml";
     let text = std::fs::read_to_string(testdata(name)).expect("test file");
-    let actual = match super::config::from_str(&text, std::path::Path::new(name)) {
+    let actual = match config::from_str(&text, std::path::Path::new(name)) {
         Ok(_) => "accepted\n".to_owned(),
         Err(rejected) => format!("{rejected}\n"),
     };
@@ -54,16 +57,16 @@ fn agent_config_errors_have_their_position() {
 #[test]
 fn agent_config_resolves_paths_and_scopes() {
     let text = "apiVersion: eastwatch.io/v1\nkind: AgentConfig\nspec:\n  scopes:\n    - mode: learn\n      match: {cgroup: /team/*}\n  baseline: b.yaml\n  learn: {out: learned.yaml}\n";
-    let config = super::config::from_str(text, std::path::Path::new("/etc/eastwatch/agent.yaml"))
-        .expect("valid");
+    let config =
+        config::from_str(text, std::path::Path::new("/etc/eastwatch/agent.yaml")).expect("valid");
     assert_eq!(
         config.baseline.as_deref(),
         Some(std::path::Path::new("/etc/eastwatch/b.yaml"))
     );
-    let team = crate::identity::model::Identity::Cgroup {
+    let team = crate::identity::Identity::Cgroup {
         path: "/team/svc".into(),
     };
-    let other = crate::identity::model::Identity::Cgroup {
+    let other = crate::identity::Identity::Cgroup {
         path: "/other".into(),
     };
     assert_eq!(config.scopes.mode_for(&team), crate::alert::Mode::Learn);
@@ -102,13 +105,14 @@ mod behaviour {
     use crate::{
         baseline::{
             format::json_schema,
-            judge::{Judge, JudgeConfig},
-            learn::{Learner, to_yaml},
             matcher::{Matcher, ObservedEdge, Verdict, judge_linear},
-            tools, validate,
+            validate,
         },
-        flow::{CgroupRef, Direction, Flow, FlowKey, NetnsRef, Origin, Outcome, Transport},
-        identity::{HostResolver, Resolve, ResolvedFlow},
+        flow::{Direction, Flow, Outcome, Transport},
+        identity::{Identity, ResolvedEnd, ResolvedFlow},
+        judge::{Judge, JudgeConfig},
+        learn::Learner,
+        tools,
     };
 
     fn t0() -> SystemTime {
@@ -134,38 +138,38 @@ mod behaviour {
             Direction::Ingress => (port, 40000),
         };
         let flow = Flow {
-            key: FlowKey {
-                cgroup_id: 7,
-                netns_cookie: 1,
-                remote: remote_ip,
-                service_port: port,
-                transport,
-                direction,
-                outcome: match transport {
-                    Transport::Tcp => Outcome::Established,
-                    Transport::Udp => Outcome::Datagram,
-                },
-            },
-            origin: Origin::Kernel,
             first_seen: t0(),
-            local: SocketAddr::new(local_ip, local_port),
-            remote: SocketAddr::new(remote_ip, remote_port),
-            owner: CgroupRef {
-                id: 7,
-                path: Some(format!("/tier/{owner}").into()),
-                unknown: None,
-                removed: false,
-            },
-            process: None,
-            netns: NetnsRef {
-                cookie: 1,
-                inode: None,
-            },
-            socket_cookie: None,
-            v4_mapped: false,
-            count: 1,
+            ..Flow::example(
+                direction,
+                transport,
+                SocketAddr::new(local_ip, local_port),
+                SocketAddr::new(remote_ip, remote_port),
+                7,
+            )
+            .owned_by(&format!("/tier/{owner}"))
         };
-        HostResolver.resolve(&flow)
+        resolve_on_host(flow)
+    }
+
+    /// Identities from what every host has: the owner's cgroup path and
+    /// the remote address itself.
+    fn resolve_on_host(flow: Flow) -> ResolvedFlow {
+        let local = match &flow.owner.path {
+            Some(path) => ResolvedEnd::plain(Identity::Cgroup {
+                path: path.to_string(),
+            }),
+            None => ResolvedEnd::plain(Identity::Unknown {
+                what: format!("cgroup-id/{}", flow.owner.id),
+            }),
+        };
+        let remote = ResolvedEnd::plain(Identity::External {
+            address: flow.remote.ip().to_canonical(),
+        });
+        ResolvedFlow {
+            flow,
+            local,
+            remote,
+        }
     }
 
     fn learned(flows: &[ResolvedFlow]) -> validate::Baseline {
@@ -173,7 +177,7 @@ mod behaviour {
         for f in flows {
             learner.observe(f, 1, t0());
         }
-        let yaml = to_yaml(&learner.baseline("test")).expect("yaml");
+        let yaml = learner.baseline("test").to_yaml().expect("yaml");
         validate::from_str(&yaml, "learned.yaml", t0())
             .expect("learned baseline is valid")
             .0
@@ -212,8 +216,8 @@ mod behaviour {
             b.observe(f, 5, t0() + Duration::from_secs(500));
         }
         let (ya, yb) = (
-            to_yaml(&a.baseline("x")).expect("yaml"),
-            to_yaml(&b.baseline("x")).expect("yaml"),
+            a.baseline("x").to_yaml().expect("yaml"),
+            b.baseline("x").to_yaml().expect("yaml"),
         );
         assert_eq!(ya, yb, "order and counts do not change the file");
         assert!(!ya.contains("180000") && !ya.contains("count"), "{ya}");
@@ -601,7 +605,7 @@ mod behaviour {
         .doc;
         let ab = tools::merge(&[a.clone(), b.clone()], "m");
         let ba = tools::merge(&[b, a.clone()], "m");
-        assert_eq!(to_yaml(&ab).expect("yaml"), to_yaml(&ba).expect("yaml"));
+        assert_eq!(ab.to_yaml().expect("yaml"), ba.to_yaml().expect("yaml"));
         assert_eq!(ab.spec.edges.len(), 2);
         let diff = tools::diff(&a, &ab);
         assert_eq!(diff.added.len(), 1);

@@ -9,14 +9,14 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use eastwatch::{
+use eastwatch_policy::{
     baseline::{
-        format::{BaselineDoc, Edge, Located, Selector, WorkloadSelector},
+        format::{BaselineDoc, Edge, LabelSelector, Located, Selector, WorkloadSelector},
         matcher::{Matcher, ObservedEdge, Verdict, judge_linear},
         validate,
     },
     flow::Transport,
-    identity::model::{Identity, Workload, WorkloadKind},
+    identity::{Identity, Workload, WorkloadKind},
 };
 
 /// A small deterministic generator (no dependency, same numbers every run).
@@ -87,7 +87,7 @@ fn baseline(
         let from_selector = if i % 100 == 0 {
             Selector {
                 namespace: Some(format!("ns{}", from % NAMESPACES)),
-                labels: Some(eastwatch::baseline::format::LabelSelector {
+                labels: Some(LabelSelector {
                     match_labels: BTreeMap::from([("app".into(), format!("svc{from}"))]),
                     match_expressions: Vec::new(),
                 }),

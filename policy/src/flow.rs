@@ -189,3 +189,61 @@ impl fmt::Display for Outcome {
         })
     }
 }
+
+#[cfg(any(test, feature = "test-support"))]
+impl Flow {
+    /// A flow for tests: `local` to `remote` in `direction` over
+    /// `transport` (established, or a datagram), once, owned by cgroup
+    /// `cgroup_id` (no path known), in network namespace 1, first seen at
+    /// the epoch. Adjust the rest with struct update syntax.
+    pub fn example(
+        direction: Direction,
+        transport: Transport,
+        local: SocketAddr,
+        remote: SocketAddr,
+        cgroup_id: u64,
+    ) -> Self {
+        let service_port = match direction {
+            Direction::Egress => remote.port(),
+            Direction::Ingress => local.port(),
+        };
+        Self {
+            key: FlowKey {
+                cgroup_id,
+                netns_cookie: 1,
+                remote: remote.ip(),
+                service_port,
+                transport,
+                direction,
+                outcome: match transport {
+                    Transport::Tcp => Outcome::Established,
+                    Transport::Udp => Outcome::Datagram,
+                },
+            },
+            origin: Origin::Kernel,
+            first_seen: SystemTime::UNIX_EPOCH,
+            local,
+            remote,
+            owner: CgroupRef {
+                id: cgroup_id,
+                path: None,
+                unknown: None,
+                removed: false,
+            },
+            process: None,
+            netns: NetnsRef {
+                cookie: 1,
+                inode: None,
+            },
+            socket_cookie: None,
+            v4_mapped: false,
+            count: 1,
+        }
+    }
+
+    /// The same flow, its owner's cgroup known as `path`.
+    pub fn owned_by(mut self, path: &str) -> Self {
+        self.owner.path = Some(path.into());
+        self
+    }
+}

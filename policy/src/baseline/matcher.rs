@@ -11,10 +11,9 @@ use super::{
     selector::{IndexKey, cgroup_tree_key, namespace_key},
     validate::{Baseline, Rule},
 };
-use crate::flow::Direction;
 use crate::{
-    flow::Transport,
-    identity::{ResolvedFlow, model::Identity},
+    flow::{Direction, Transport},
+    identity::{Identity, ResolvedFlow},
 };
 
 /// A lateral edge as observed: client, server, service port, transport.
