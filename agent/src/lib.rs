@@ -8,6 +8,7 @@ pub mod baseline;
 pub mod cgroup;
 pub mod cli;
 pub mod clock;
+pub mod commands;
 pub mod export;
 pub mod hostns;
 pub mod identity;

@@ -1,14 +1,14 @@
 use clap::Parser;
-use eastwatch::cli::{Cli, Command};
+use eastwatch::cli::Cli;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Before the runtime starts threads: namespaces are per thread.
-    let cgroup_namespace = match &cli.command {
-        Command::Baseline(_) | Command::Probe(_) => None,
-        _ => Some(eastwatch::hostns::join_host_cgroup_namespace()),
-    };
+    let cgroup_namespace = cli
+        .command
+        .watches_traffic()
+        .then(eastwatch::hostns::join_host_cgroup_namespace);
     // `init` also routes the `log` records aya-log produces into tracing.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(&cli.log))
@@ -36,20 +36,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Observe(args) => eastwatch::observe::run(args.options())
-                .await
-                .map(|()| std::process::ExitCode::SUCCESS),
-            Command::Learn(args) => eastwatch::baseline::commands::learn(args).await,
-            Command::Monitor(args) => eastwatch::baseline::commands::monitor(args).await,
-            Command::Run(args) => eastwatch::baseline::commands::run(args).await,
-            Command::Baseline(args) => eastwatch::baseline::commands::tool(args),
-            Command::Probe(args) => eastwatch::export::health::probe(&args.url, args.timeout)
-                .await
-                .map(|()| std::process::ExitCode::SUCCESS),
-        }
-    });
+    let result = runtime.block_on(eastwatch::commands::run(cli.command));
     match result {
         Ok(code) => code,
         Err(err) => {

@@ -1,6 +1,5 @@
 //! The long-running side of baselines: `eastwatch learn`, `monitor` and
-//! `run`, hot reload, and the `baseline` tool commands.
+//! `run`, and hot reload.
 
-pub mod commands;
 pub mod reload;
 pub mod runtime;

@@ -33,8 +33,8 @@ use eastwatch_policy::{
 
 use super::reload::{self, Contents};
 use crate::{
-    export::{DRAIN_ON_EXIT, Export, ExportArgs, metrics::Metrics, site::Site},
-    identity::Resolve,
+    export::{DRAIN_ON_EXIT, Export, ExportArgs, metrics::Metrics},
+    identity::{Resolve, Site},
     observe::kernel_loss,
     sensor::{Observation, Sensor, SensorConfig},
     sinks::{AlertSink, jsonl::JsonLinesSink},

@@ -22,15 +22,17 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
+use eastwatch_policy::alert::{Alert, AlertKind, Mode, Severity};
+
 use super::{
     metrics::Metrics,
     otlp::record,
-    site::Site,
     spool::{SYNC_EVERY, Spool, SpoolError},
 };
-use eastwatch_policy::alert::{Alert, AlertKind, Mode, Severity};
-
-use crate::sinks::{AlertSink, SinkError};
+use crate::{
+    identity::Site,
+    sinks::{AlertSink, SinkError},
+};
 
 /// Records per export call.
 pub const BATCH: usize = 256;

@@ -6,8 +6,9 @@ pub mod inventory;
 pub mod kube;
 pub mod options;
 pub mod resolver;
+pub mod site;
 
-pub use self::{options::IdentityArgs, resolver::IdentityResolver};
+pub use self::{options::IdentityArgs, resolver::IdentityResolver, site::Site};
 
 use eastwatch_policy::{flow::Flow, identity::ResolvedFlow};
 

@@ -33,7 +33,7 @@ pub struct IdentityArgs {
     /// learn, monitor and run wait up to this long for the Kubernetes
     /// watches' first lists before they judge flows, so the first minutes
     /// are not learned or alerted as `unknown`.
-    #[arg(long, default_value = "15s", value_parser = crate::cli::duration, value_name = "D")]
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, value_name = "D")]
     pub identity_sync_timeout: Duration,
 }
 

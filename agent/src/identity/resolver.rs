@@ -44,6 +44,7 @@ use super::{
         store::{ClusterState, PodRecord, RemoteMatch, ResourceKind, SyncState},
     },
     options::IdentityArgs,
+    site::Site,
 };
 
 enum Kube {
@@ -54,8 +55,8 @@ enum Kube {
 struct Inner {
     trust_domain: String,
     cluster: String,
-    /// The cluster was named (flag or kubeconfig), not defaulted.
-    cluster_named: bool,
+    /// Host, node and cluster as exported records name them.
+    site: Site,
     /// This node's name: `--node-name`/`NODE_NAME`, else the host name.
     node: String,
     /// The agent's own network namespace (the host's): loopback there is
@@ -81,7 +82,8 @@ impl IdentityResolver {
             Discovery::Found { cluster_name, .. } => cluster_name.clone(),
             Discovery::Off { .. } => None,
         });
-        let cluster_named = named.is_some();
+        // The site names the cluster only when it was named, never `default`.
+        let site = Site::new(args.node_name.as_deref(), named.as_deref());
         let cluster = named.unwrap_or_else(|| "default".into());
         let inventory = args
             .inventory
@@ -108,16 +110,12 @@ impl IdentityResolver {
                 },
             },
         };
-        let node = args
-            .node_name
-            .clone()
-            .or_else(crate::export::site::host_name)
-            .unwrap_or_else(|| "localhost".into());
+        let node = site.node_or_host().unwrap_or_else(|| "localhost".into());
         Ok(Self {
             inner: Arc::new(Inner {
                 trust_domain: args.trust_domain.clone(),
                 cluster,
-                cluster_named,
+                site,
                 node,
                 host_netns: crate::sockets::netns::current_cookie().ok(),
                 inventory,
@@ -126,11 +124,10 @@ impl IdentityResolver {
         })
     }
 
-    /// The cluster's name when the flag or the kubeconfig gave one.
-    pub fn named_cluster(&self) -> Option<&str> {
-        self.inner
-            .cluster_named
-            .then_some(self.inner.cluster.as_str())
+    /// Where the agent runs: this host, the node the options name, and the
+    /// cluster the flag or the kubeconfig named (never the `default`).
+    pub fn site(&self) -> &Site {
+        &self.inner.site
     }
 
     /// Waits up to `timeout` for every watched resource's first list, so

@@ -11,7 +11,7 @@ use eastwatch_policy::alert::{self, KernelLoss, Mode};
 
 use self::output::{Format, Printer, Resolved};
 use crate::{
-    export::{DRAIN_ON_EXIT, Export, ExportArgs, site::Site},
+    export::{DRAIN_ON_EXIT, Export, ExportArgs},
     identity::{IdentityArgs, IdentityResolver, Resolve as _},
     sensor::{LossReport, Observation, Sensor, SensorConfig},
     sinks::AlertSink,
@@ -111,7 +111,7 @@ pub async fn run(options: ObserveOptions) -> anyhow::Result<()> {
     // Identity sources before the programs: the Kubernetes watches list
     // while the programs load.
     let resolver = IdentityResolver::start(&options.identity).await?;
-    let site = Site::new(&options.identity, &resolver);
+    let site = resolver.site().clone();
     let export = Export::start(&options.export, "observe", site).await?;
     let sinks = export.sinks();
     let mut exported = Exported { export, sinks };

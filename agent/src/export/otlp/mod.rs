@@ -28,7 +28,8 @@ use opentelemetry_sdk::{
     runtime,
 };
 
-use super::{ExportArgs, site::Site};
+use super::ExportArgs;
+use crate::identity::Site;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -1,7 +1,5 @@
 //! Where the agent runs: host, node and cluster names for the OTLP
-//! resource and for alerts.
-
-use crate::identity::{IdentityArgs, IdentityResolver};
+//! resource, for alerts, and for loopback peers.
 
 /// The names that go on every record's resource.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,9 +16,9 @@ pub struct Site {
 }
 
 impl Site {
-    /// The node the identity options name, the cluster the resolver
-    /// named (flag or kubeconfig, never its `default`), and this host.
-    pub fn new(identity: &IdentityArgs, resolver: &IdentityResolver) -> Self {
+    /// This host, the node `node` names and the cluster `cluster` names
+    /// (blank names count as none).
+    pub fn new(node: Option<&str>, cluster: Option<&str>) -> Self {
         let given = |v: Option<&str>| {
             v.map(str::trim)
                 .filter(|v| !v.is_empty())
@@ -28,19 +26,20 @@ impl Site {
         };
         Self {
             host: host_name(),
-            node: given(identity.node_name.as_deref()),
-            cluster: given(resolver.named_cluster()),
+            node: given(node),
+            cluster: given(cluster),
         }
     }
 
-    /// The node's name for alerts: the Kubernetes node, else the host.
+    /// The node's name for alerts and loopback peers: the Kubernetes node,
+    /// else the host.
     pub fn node_or_host(&self) -> Option<String> {
         self.node.clone().or_else(|| self.host.clone())
     }
 }
 
 /// The kernel's host name (uname), without another nix feature.
-pub fn host_name() -> Option<String> {
+fn host_name() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())

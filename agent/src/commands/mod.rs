@@ -1,0 +1,89 @@
+//! From parsed arguments to a running command: each file turns one
+//! command's flags into what it runs (a pipeline setup, a tool).
+
+mod baseline;
+mod learn;
+mod monitor;
+mod observe;
+mod run;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use eastwatch_policy::{config::Scopes, exclude::Exclusions, judge::JudgeConfig};
+
+use crate::{
+    baseline::runtime::{self, LearnFiles, RunSetup},
+    cli::{AgentArgs, Command},
+    export::health,
+    identity::{IdentityArgs, IdentityResolver},
+};
+
+/// Runs `command` to its end.
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Observe(args) => observe::run(args).await,
+        Command::Learn(args) => learn::run(args).await,
+        Command::Monitor(args) => monitor::run(args).await,
+        Command::Run(args) => run::run(args).await,
+        Command::Baseline(args) => baseline::run(args),
+        Command::Probe(args) => health::probe(&args.url, args.timeout)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+    }
+}
+
+/// What learn, monitor and run each decide; [`start_agent`] adds the rest.
+struct CommandSetup {
+    command: &'static str,
+    duration: Option<Duration>,
+    scopes: Scopes,
+    baseline: Option<PathBuf>,
+    /// Without `node`: the site names it.
+    judge: JudgeConfig,
+    alerts_file: Option<PathBuf>,
+    learn: Option<LearnFiles>,
+    config: Option<PathBuf>,
+    checkpoint_every: Duration,
+}
+
+/// Starts identity (synced first), the sensor and export, and runs
+/// `command` until it ends.
+async fn start_agent(args: AgentArgs, command: CommandSetup) -> anyhow::Result<ExitCode> {
+    let resolver = synced_resolver(&args.identity).await?;
+    let site = resolver.site().clone();
+    let setup = RunSetup {
+        command: command.command,
+        sensor: args.sensor.config(),
+        duration: command.duration,
+        scopes: command.scopes,
+        baseline: command.baseline,
+        judge: JudgeConfig {
+            node: site.node_or_host(),
+            ..command.judge
+        },
+        alerts_file: command.alerts_file,
+        learn: command.learn,
+        config: command.config,
+        checkpoint_every: command.checkpoint_every,
+        export: args.export,
+        site,
+        exclusions: Exclusions::new(&args.exclude_cgroups),
+    };
+    runtime::run(setup, Box::new(resolver)).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The identity resolver once its sources have listed (or could not):
+/// printed as an `identity` line before `ready`.
+async fn synced_resolver(args: &IdentityArgs) -> anyhow::Result<IdentityResolver> {
+    let resolver = IdentityResolver::start(args).await?;
+    let status = resolver.wait_synced(args.identity_sync_timeout).await;
+    if !status.synced() {
+        tracing::warn!(
+            "identity sources not synced after {:?}: ends they cannot name yet are judged as unknown",
+            args.identity_sync_timeout
+        );
+    }
+    runtime::status(serde_json::json!({"event": "identity", "identity": status}));
+    Ok(resolver)
+}
