@@ -12,7 +12,7 @@ use std::{
 use eastwatch_policy::{
     baseline::{
         format::{BaselineDoc, Edge, LabelSelector, Located, Selector, WorkloadSelector},
-        matcher::{Matcher, ObservedEdge, Verdict, judge_linear},
+        matcher::{Matcher, ObservedEdge, RuleMatch, judge_linear},
         validate,
     },
     flow::Transport,
@@ -158,8 +158,8 @@ fn main() {
 
         // Both must agree before either is timed.
         for edge in sample.iter().take(200) {
-            let a = matches!(matcher.judge(edge, now), Verdict::Allowed(_));
-            let b = matches!(judge_linear(&baseline, edge, now), Verdict::Allowed(_));
+            let a = matches!(matcher.judge(edge, now), RuleMatch::Allowed(_));
+            let b = matches!(judge_linear(&baseline, edge, now), RuleMatch::Allowed(_));
             assert_eq!(a, b, "compiled and linear disagree on {edge}");
         }
 
@@ -168,7 +168,7 @@ fn main() {
         for edge in &sample {
             if matches!(
                 black_box(matcher.judge(black_box(edge), now)),
-                Verdict::Allowed(_)
+                RuleMatch::Allowed(_)
             ) {
                 allowed_count += 1;
             }

@@ -1,14 +1,18 @@
 //! What eastwatch tells the SOC. Produced by the judge (monitor mode) and
 //! the agent itself (visibility gaps, health); consumed by every sink
-//! (JSON lines, OTLP).
+//! (JSON lines, OTLP). One constructor per family: the judge builds
+//! unauthorized-flow alerts; [`Alert::kernel_loss`],
+//! [`Alert::spool_overflow`], [`Alert::file_applied`] and
+//! [`Alert::file_rejected`] build the agent's own.
 
-use std::{collections::BTreeMap, net::SocketAddr, time::SystemTime};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
     flow::{Direction, Family, Outcome, Process, Transport},
     identity::ResolvedEnd,
+    timestamp::rfc3339,
 };
 
 /// The alert types, each with its own event name.
@@ -44,16 +48,26 @@ impl AlertKind {
     }
 }
 
-impl Severity {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Info => "info",
-            Self::Low => "low",
-            Self::Medium => "medium",
-            Self::High => "high",
-            Self::Critical => "critical",
-        }
-    }
+/// Alerts the spool had to refuse since the last gap alert.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpoolOverflow {
+    pub dropped: u64,
+    /// Dropped alerts by kind (`AlertKind::as_str`).
+    pub by_kind: BTreeMap<&'static str, u64>,
+    pub first: Option<SystemTime>,
+    pub last: Option<SystemTime>,
+    /// The spool's bound.
+    pub max_bytes: u64,
+}
+
+/// Who raises an agent alert (health, visibility gaps) and when: the
+/// node, the mode the agent is in, and the baseline in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertContext {
+    pub time: SystemTime,
+    pub node: Option<String>,
+    pub mode: Mode,
+    pub baseline_digest: Option<String>,
 }
 
 /// What the kernel lost since the last report, as an alert tells it.
@@ -63,42 +77,6 @@ pub struct KernelLoss {
     pub lost: BTreeMap<String, u64>,
     /// Every loss counter's total, and `flow_events_offered`'s.
     pub totals: BTreeMap<String, u64>,
-}
-
-/// The visibility-gap alert for kernel events lost since the last report:
-/// each counter's growth and its total in `details`.
-pub fn kernel_loss_alert(
-    loss: &KernelLoss,
-    node: Option<String>,
-    baseline_digest: Option<String>,
-    mode: Mode,
-    now: SystemTime,
-) -> Alert {
-    let lost: u64 = loss.lost.values().sum();
-    let mut details: BTreeMap<String, String> = loss
-        .lost
-        .iter()
-        .map(|(name, grew)| (name.clone(), grew.to_string()))
-        .collect();
-    for (name, total) in &loss.totals {
-        details.insert(format!("total.{name}"), total.to_string());
-    }
-    Alert {
-        kind: AlertKind::VisibilityGap,
-        time: now,
-        severity: Severity::Medium,
-        summary: format!("the kernel lost {lost} flow event(s); some flows were not judged"),
-        mode,
-        node,
-        flow: None,
-        source: None,
-        destination: None,
-        verdict: Some("kernel-events-lost".into()),
-        rule: None,
-        baseline_digest,
-        technique: None,
-        details,
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -111,6 +89,18 @@ pub enum Severity {
     Critical,
 }
 
+impl Severity {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
 /// A MITRE ATT&CK technique, e.g. `T1021` Remote Services.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Technique {
@@ -121,12 +111,71 @@ pub struct Technique {
 /// TA0008, the tactic every lateral-movement alert belongs to.
 pub const LATERAL_MOVEMENT: &str = "TA0008";
 
-/// Which mode judged the flow.
+/// The mode that raised an alert: `monitor` when flows are judged,
+/// `learn` when they are only learned or observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Learn,
     Monitor,
+}
+
+impl Mode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Learn => "learn",
+            Self::Monitor => "monitor",
+        }
+    }
+}
+
+/// What an alert says happened: the verdict on a flow, the kind of gap, or
+/// what became of a watched file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlertVerdict {
+    /// No rule allows the flow.
+    Unauthorized,
+    /// Only expired rules would allow it.
+    ExpiredRule,
+    KernelEventsLost,
+    SpoolOverflow,
+    BaselineApplied,
+    BaselineRejected,
+    ConfigApplied,
+    ConfigRejected,
+}
+
+impl AlertVerdict {
+    /// The name in JSON and OTLP, e.g. `expired-rule`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::ExpiredRule => "expired-rule",
+            Self::KernelEventsLost => "kernel-events-lost",
+            Self::SpoolOverflow => "spool-overflow",
+            Self::BaselineApplied => "baseline-applied",
+            Self::BaselineRejected => "baseline-rejected",
+            Self::ConfigApplied => "config-applied",
+            Self::ConfigRejected => "config-rejected",
+        }
+    }
+}
+
+/// The files the agent watches and reloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchedFile {
+    Baseline,
+    Config,
+}
+
+impl WatchedFile {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Baseline => "baseline",
+            Self::Config => "config",
+        }
+    }
 }
 
 /// The network facts of the flow behind an alert. `source` is the client
@@ -162,7 +211,7 @@ pub struct Alert {
     pub source: Option<ResolvedEnd>,
     pub destination: Option<ResolvedEnd>,
     /// The verdict, e.g. `unauthorized`, `expired-rule`.
-    pub verdict: Option<String>,
+    pub verdict: Option<AlertVerdict>,
     /// The rule that matched, or that came nearest.
     pub rule: Option<String>,
     /// Digest of the baseline that judged the flow.
@@ -170,4 +219,209 @@ pub struct Alert {
     pub technique: Option<Technique>,
     /// Anything else worth keeping, by name (loss counters, say).
     pub details: BTreeMap<String, String>,
+}
+
+impl Alert {
+    /// A visibility gap: kernel events lost since the last report, each
+    /// counter's growth and its total in `details`.
+    pub fn kernel_loss(context: &AlertContext, loss: &KernelLoss) -> Self {
+        let lost: u64 = loss.lost.values().sum();
+        let mut details: BTreeMap<String, String> = loss
+            .lost
+            .iter()
+            .map(|(name, grew)| (name.clone(), grew.to_string()))
+            .collect();
+        for (name, total) in &loss.totals {
+            details.insert(format!("total.{name}"), total.to_string());
+        }
+        Self::agent(
+            context,
+            (AlertKind::VisibilityGap, Severity::Medium),
+            AlertVerdict::KernelEventsLost,
+            format!("the kernel lost {lost} flow event(s); some flows were not judged"),
+            details,
+        )
+    }
+
+    /// A visibility gap: alerts the full spool refused, how many and of
+    /// which kinds.
+    pub fn spool_overflow(context: &AlertContext, overflow: &SpoolOverflow) -> Self {
+        let kinds: Vec<String> = overflow
+            .by_kind
+            .iter()
+            .map(|(kind, n)| format!("{n} {kind}"))
+            .collect();
+        let mut details = BTreeMap::from([
+            ("dropped".to_owned(), overflow.dropped.to_string()),
+            ("spool_max_bytes".to_owned(), overflow.max_bytes.to_string()),
+        ]);
+        for (kind, n) in &overflow.by_kind {
+            details.insert(format!("dropped.{kind}"), n.to_string());
+        }
+        if let Some(first) = overflow.first {
+            details.insert("first_dropped".into(), rfc3339(first));
+        }
+        if let Some(last) = overflow.last {
+            details.insert("last_dropped".into(), rfc3339(last));
+        }
+        Self::agent(
+            context,
+            (AlertKind::VisibilityGap, Severity::High),
+            AlertVerdict::SpoolOverflow,
+            format!(
+                "{} alert(s) dropped: the OTLP spool was full ({} bytes) while the collector was unreachable or slow ({})",
+                overflow.dropped,
+                overflow.max_bytes,
+                kinds.join(", ")
+            ),
+            details,
+        )
+    }
+
+    /// Agent health: a changed config or baseline `path` is in force. A
+    /// baseline names its `edges` and any lint `warnings`.
+    pub fn file_applied(
+        context: &AlertContext,
+        file: WatchedFile,
+        path: &Path,
+        edges: usize,
+        warnings: &[String],
+    ) -> Self {
+        let mut details = BTreeMap::from([("file".into(), path.display().to_string())]);
+        let (verdict, summary) = match file {
+            WatchedFile::Config => (
+                AlertVerdict::ConfigApplied,
+                format!("config {} reloaded", path.display()),
+            ),
+            WatchedFile::Baseline => {
+                details.insert("edges".into(), edges.to_string());
+                if !warnings.is_empty() {
+                    details.insert("warnings".into(), warnings.join("\n"));
+                }
+                (
+                    AlertVerdict::BaselineApplied,
+                    format!("baseline {} applied ({edges} edges)", path.display()),
+                )
+            }
+        };
+        Self::agent(
+            context,
+            (AlertKind::AgentHealth, Severity::Info),
+            verdict,
+            summary,
+            details,
+        )
+    }
+
+    /// Agent health: a changed config or baseline `path` was rejected for
+    /// `errors`; the last good one stays in force.
+    pub fn file_rejected(
+        context: &AlertContext,
+        file: WatchedFile,
+        path: &Path,
+        errors: &str,
+    ) -> Self {
+        let (verdict, kept) = match file {
+            WatchedFile::Config => (AlertVerdict::ConfigRejected, "the previous config"),
+            WatchedFile::Baseline => (AlertVerdict::BaselineRejected, "the last good baseline"),
+        };
+        Self::agent(
+            context,
+            (AlertKind::AgentHealth, Severity::High),
+            verdict,
+            format!(
+                "{} {} rejected; {kept} stays in force",
+                file.as_str(),
+                path.display()
+            ),
+            BTreeMap::from([
+                ("file".into(), path.display().to_string()),
+                ("errors".into(), errors.to_owned()),
+            ]),
+        )
+    }
+
+    /// An alert about the agent itself: no flow, no ends, no rule.
+    fn agent(
+        context: &AlertContext,
+        (kind, severity): (AlertKind, Severity),
+        verdict: AlertVerdict,
+        summary: String,
+        details: BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            kind,
+            time: context.time,
+            severity,
+            summary,
+            mode: context.mode,
+            node: context.node.clone(),
+            flow: None,
+            source: None,
+            destination: None,
+            verdict: Some(verdict),
+            rule: None,
+            baseline_digest: context.baseline_digest.clone(),
+            technique: None,
+            details,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names in JSON (serde) and in OTLP and metrics (`as_str`) agree.
+    #[test]
+    fn verdicts_and_modes_have_one_name_each() {
+        use AlertVerdict::*;
+        for verdict in [
+            Unauthorized,
+            ExpiredRule,
+            KernelEventsLost,
+            SpoolOverflow,
+            BaselineApplied,
+            BaselineRejected,
+            ConfigApplied,
+            ConfigRejected,
+        ] {
+            assert_eq!(
+                serde_json::to_value(verdict).ok(),
+                Some(serde_json::Value::from(verdict.as_str()))
+            );
+        }
+        for mode in [Mode::Learn, Mode::Monitor] {
+            assert_eq!(
+                serde_json::to_value(mode).ok(),
+                Some(serde_json::Value::from(mode.as_str()))
+            );
+        }
+    }
+
+    #[test]
+    fn a_rejected_file_names_what_stays_in_force() {
+        let context = AlertContext {
+            time: SystemTime::UNIX_EPOCH,
+            node: Some("n1".into()),
+            mode: Mode::Monitor,
+            baseline_digest: Some("sha256:ab".into()),
+        };
+        let path = Path::new("/etc/eastwatch/baseline.yaml");
+        let baseline = Alert::file_rejected(&context, WatchedFile::Baseline, path, "x:1:1: bad");
+        assert_eq!(
+            baseline.summary,
+            "baseline /etc/eastwatch/baseline.yaml rejected; the last good baseline stays in force"
+        );
+        assert_eq!(baseline.verdict, Some(AlertVerdict::BaselineRejected));
+        assert_eq!(baseline.severity, Severity::High);
+        assert_eq!(baseline.details["errors"], "x:1:1: bad");
+        let config = Alert::file_rejected(&context, WatchedFile::Config, path, "e");
+        assert_eq!(
+            config.summary,
+            "config /etc/eastwatch/baseline.yaml rejected; the previous config stays in force"
+        );
+        assert_eq!(config.verdict, Some(AlertVerdict::ConfigRejected));
+        assert_eq!(config.baseline_digest.as_deref(), Some("sha256:ab"));
+    }
 }

@@ -40,6 +40,13 @@ impl Family {
             IpAddr::V6(_) => Self::Ipv6,
         }
     }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Ipv4 => "ipv4",
+            Self::Ipv6 => "ipv6",
+        }
+    }
 }
 
 /// How far a flow got.

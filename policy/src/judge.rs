@@ -11,8 +11,8 @@ use std::{
 };
 
 use crate::{
-    alert::{Alert, AlertKind, FlowFacts, Mode, Severity, Technique},
-    baseline::matcher::{Matcher, ObservedEdge, Verdict},
+    alert::{Alert, AlertKind, AlertVerdict, FlowFacts, Mode, Severity, Technique},
+    baseline::matcher::{Matcher, ObservedEdge, RuleMatch, Verdict},
     flow::{Direction, Family, Outcome, Transport},
     identity::{Identity, ResolvedFlow},
 };
@@ -77,6 +77,14 @@ struct ScanState {
     repeats: u64,
     first_repeat: Option<SystemTime>,
     last_repeat: Option<SystemTime>,
+}
+
+/// What judging one flow gave: the baseline's verdict, and the alerts it
+/// raised (none for an allowed flow, a repeat, or a window already open).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    pub alerts: Vec<Alert>,
 }
 
 /// What the judge has done so far.
@@ -159,104 +167,116 @@ impl Judge {
     }
 
     /// Judges `count` occurrences of a flow.
-    pub fn judge(&mut self, flow: &ResolvedFlow, count: u64, now: SystemTime) -> Vec<Alert> {
+    pub fn judge(&mut self, flow: &ResolvedFlow, count: u64, now: SystemTime) -> Judgement {
         self.stats.flows_judged += 1;
         let edge = ObservedEdge::of(flow);
-        let verdict = self.matcher.judge(&edge, now);
-        match verdict {
-            Verdict::Allowed(index) => {
+        let found = self.matcher.judge(&edge, now);
+        let alerts = match found {
+            RuleMatch::Allowed(index) => {
                 self.stats.allowed += 1;
                 if let Some(hits) = self.hits.get_mut(index) {
                     *hits += count;
                 }
-                return Vec::new();
+                Vec::new()
             }
-            Verdict::Expired(_) => self.stats.expired_rule += 1,
-            Verdict::Unauthorized => self.stats.unauthorized += 1,
-        }
-        let mut alerts = Vec::new();
-        let window = self.config.window;
-        let over = |opened: SystemTime| now.duration_since(opened).unwrap_or_default() >= window;
-        // Windows close on the tick; one that ran out before it is closed
-        // here, so a late repeat starts the next window.
-        if self.edges.get(&edge).is_some_and(|w| over(w.opened)) {
-            alerts.extend(self.close_one(&edge, now));
-        }
-        if self.sources.get(&edge.from).is_some_and(|s| over(s.opened)) {
-            alerts.extend(self.close_source(&edge.from, now));
-        }
-        if let Some(window) = self.edges.get_mut(&edge) {
-            // Seen this window: a repeat, reported when the window closes.
-            let before = window.connections();
-            window.observed[direction_index(flow)] += count;
-            let repeats = window.connections() - before;
-            if repeats == 0 {
-                // The other end of a connection already counted.
-                return alerts;
+            RuleMatch::Expired(_) => {
+                self.stats.expired_rule += 1;
+                self.refused(flow, edge, found, count, now)
             }
-            if window.alert.is_some() {
-                window.repeats += repeats;
-                window.first_repeat.get_or_insert(now);
-                window.last_repeat = Some(now);
-            } else if let Some(scan) = self
-                .sources
-                .get_mut(&edge.from)
-                .and_then(|s| s.scan.as_mut())
-            {
-                scan.repeats += repeats;
-                scan.first_repeat.get_or_insert(now);
-                scan.last_repeat = Some(now);
+            RuleMatch::Unauthorized => {
+                self.stats.unauthorized += 1;
+                self.refused(flow, edge, found, count, now)
             }
-            return alerts;
+        };
+        Judgement {
+            verdict: found.verdict(),
+            alerts,
         }
-        if self.edges.len() >= MAX_WINDOWS {
+    }
+
+    /// An edge the baseline refuses: the first time in its window it
+    /// alerts (or joins its source's scan), later it is a repeat.
+    fn refused(
+        &mut self,
+        flow: &ResolvedFlow,
+        edge: ObservedEdge,
+        found: RuleMatch,
+        count: u64,
+        now: SystemTime,
+    ) -> Vec<Alert> {
+        let mut alerts = self.close_overdue(&edge, now);
+        if self.edges.contains_key(&edge) {
+            self.repeat(flow, &edge, count, now);
+        } else if self.edges.len() >= MAX_WINDOWS {
             self.stats.over_capacity += 1;
             // Logged at 1, 2, 4, 8, ...: the count is exact, the log is not a flood.
             if self.stats.over_capacity.is_power_of_two() {
                 let over_capacity = self.stats.over_capacity;
                 tracing::warn!(%edge, over_capacity, "alert window table full; edges counted, not alerted");
             }
-            return alerts;
+        } else {
+            alerts.extend(self.open_window(flow, edge, found, count, now));
         }
+        alerts
+    }
 
-        let alert = self.alert(flow, &edge, verdict, count, now);
-        let source = self
-            .sources
-            .entry(edge.from.clone())
-            .or_insert_with(|| SourceWindow {
-                opened: now,
-                targets: BTreeSet::new(),
-                scan: None,
-            });
-        source
-            .targets
-            .insert((edge.to.clone(), edge.port, edge.transport));
-        let threshold = self.config.fan_out_threshold.max(2);
-        let folded = match &mut source.scan {
-            Some(scan) => {
-                scan.repeats += count;
-                scan.first_repeat.get_or_insert(now);
-                scan.last_repeat = Some(now);
-                scan.alert
-                    .details
-                    .insert("targets_total".into(), source.targets.len().to_string());
-                true
-            }
-            None if source.targets.len() >= threshold => {
-                let scan = scan_alert(&alert, &edge.from, &source.targets, &self.config);
-                self.stats.scan_alerts += 1;
-                self.stats.alerts += 1;
-                alerts.push(scan.clone());
-                source.scan = Some(ScanState {
-                    alert: scan,
-                    repeats: 0,
-                    first_repeat: None,
-                    last_repeat: None,
-                });
-                true
-            }
-            None => false,
+    /// Windows close on the tick; one that ran out before it is closed
+    /// here, so a late repeat starts the next window.
+    fn close_overdue(&mut self, edge: &ObservedEdge, now: SystemTime) -> Vec<Alert> {
+        let window = self.config.window;
+        let over = |opened: SystemTime| now.duration_since(opened).unwrap_or_default() >= window;
+        let mut alerts = Vec::new();
+        if self.edges.get(edge).is_some_and(|w| over(w.opened)) {
+            alerts.extend(self.close_one(edge, now));
+        }
+        if self.sources.get(&edge.from).is_some_and(|s| over(s.opened)) {
+            alerts.extend(self.close_source(&edge.from, now));
+        }
+        alerts
+    }
+
+    /// Seen this window: a repeat, reported when the window closes (in the
+    /// scan's report when the edge was folded into one).
+    fn repeat(&mut self, flow: &ResolvedFlow, edge: &ObservedEdge, count: u64, now: SystemTime) {
+        let Some(window) = self.edges.get_mut(edge) else {
+            return;
         };
+        let before = window.connections();
+        window.observed[direction_index(flow)] += count;
+        let repeats = window.connections() - before;
+        if repeats == 0 {
+            // The other end of a connection already counted.
+            return;
+        }
+        if window.alert.is_some() {
+            window.repeats += repeats;
+            window.first_repeat.get_or_insert(now);
+            window.last_repeat = Some(now);
+        } else if let Some(scan) = self
+            .sources
+            .get_mut(&edge.from)
+            .and_then(|s| s.scan.as_mut())
+        {
+            scan.repeats += repeats;
+            scan.first_repeat.get_or_insert(now);
+            scan.last_repeat = Some(now);
+        }
+    }
+
+    /// A new window for `edge`: its alert, unless the edge is folded into
+    /// its source's scan (whose alert is raised when the fan-out reaches
+    /// the threshold).
+    fn open_window(
+        &mut self,
+        flow: &ResolvedFlow,
+        edge: ObservedEdge,
+        found: RuleMatch,
+        count: u64,
+        now: SystemTime,
+    ) -> Vec<Alert> {
+        let alert = self.alert(flow, &edge, found, count, now);
+        let (scan, folded) = self.fan_out(&edge, &alert, count, now);
+        let mut alerts: Vec<Alert> = scan.into_iter().collect();
         let mut observed = [0; 2];
         observed[direction_index(flow)] = count;
         let window = EdgeWindow {
@@ -273,6 +293,54 @@ impl Judge {
         }
         self.edges.insert(edge, window);
         alerts
+    }
+
+    /// Files a new edge under its source. Returns the scan alert when this
+    /// edge makes the fan-out a scan, and whether the edge is folded into
+    /// the source's scan.
+    fn fan_out(
+        &mut self,
+        edge: &ObservedEdge,
+        alert: &Alert,
+        count: u64,
+        now: SystemTime,
+    ) -> (Option<Alert>, bool) {
+        let source = self
+            .sources
+            .entry(edge.from.clone())
+            .or_insert_with(|| SourceWindow {
+                opened: now,
+                targets: BTreeSet::new(),
+                scan: None,
+            });
+        source
+            .targets
+            .insert((edge.to.clone(), edge.port, edge.transport));
+        let threshold = self.config.fan_out_threshold.max(2);
+        match &mut source.scan {
+            Some(scan) => {
+                scan.repeats += count;
+                scan.first_repeat.get_or_insert(now);
+                scan.last_repeat = Some(now);
+                scan.alert
+                    .details
+                    .insert("targets_total".into(), source.targets.len().to_string());
+                (None, true)
+            }
+            None if source.targets.len() >= threshold => {
+                let scan = scan_alert(alert, &edge.from, &source.targets, &self.config);
+                self.stats.scan_alerts += 1;
+                self.stats.alerts += 1;
+                source.scan = Some(ScanState {
+                    alert: scan.clone(),
+                    repeats: 0,
+                    first_repeat: None,
+                    last_repeat: None,
+                });
+                (Some(scan), true)
+            }
+            None => (None, false),
+        }
     }
 
     /// Closes windows that have run their course; returns the repeat
@@ -346,75 +414,68 @@ impl Judge {
         self.count_reports(reports)
     }
 
+    /// The first alert of an edge's window.
     fn alert(
         &self,
         flow: &ResolvedFlow,
         edge: &ObservedEdge,
-        verdict: Verdict,
+        found: RuleMatch,
         count: u64,
         now: SystemTime,
     ) -> Alert {
-        let egress = flow.flow.key.direction == Direction::Egress;
-        let (source, destination) = if egress {
-            (flow.flow.local, flow.flow.remote)
-        } else {
-            (flow.flow.remote, flow.flow.local)
-        };
-        let (source_end, destination_end) = if egress {
-            (&flow.local, &flow.remote)
-        } else {
-            (&flow.remote, &flow.local)
-        };
+        let (client, server) = (flow.client(), flow.server());
         let outcome = flow.flow.key.outcome;
-        let (technique, mut severity) = technique_for(edge, destination.ip());
-        if verdict != Verdict::Unauthorized
+        let (technique, mut severity) = technique_for(edge, server.address.ip());
+        let verdict = match found {
+            RuleMatch::Unauthorized => AlertVerdict::Unauthorized,
+            _ => AlertVerdict::ExpiredRule,
+        };
+        if verdict != AlertVerdict::Unauthorized
             || (outcome == Outcome::Attempted && severity == Severity::Medium)
         {
             severity = Severity::Low;
         }
         let baseline = self.matcher.baseline();
-        let rule = match verdict {
-            Verdict::Expired(index) | Verdict::Allowed(index) => {
+        let rule = match found {
+            RuleMatch::Expired(index) | RuleMatch::Allowed(index) => {
                 Some(baseline.rules[index].label())
             }
-            Verdict::Unauthorized => self.matcher.nearest_rule(edge, now),
+            RuleMatch::Unauthorized => self.matcher.nearest_rule(edge, now),
         };
-        let summary = format!(
-            "{} {} flow {} -> {} port {}{}",
-            verdict.name(),
-            edge.transport,
-            edge.from,
-            edge.to,
-            edge.port,
-            if outcome == Outcome::Attempted {
-                " (attempted)"
-            } else {
-                ""
-            }
-        );
-        let first_seen = flow.flow.first_seen.min(now);
+        let attempted = if outcome == Outcome::Attempted {
+            " (attempted)"
+        } else {
+            ""
+        };
         Alert {
             kind: AlertKind::UnauthorizedFlow,
             time: now,
             severity,
-            summary,
+            summary: format!(
+                "{} {} flow {} -> {} port {}{attempted}",
+                verdict.as_str(),
+                edge.transport,
+                edge.from,
+                edge.to,
+                edge.port,
+            ),
             mode: Mode::Monitor,
             node: self.config.node.clone(),
             flow: Some(FlowFacts {
-                source,
-                destination,
+                source: client.address,
+                destination: server.address,
                 transport: edge.transport,
-                family: Family::of(destination.ip()),
+                family: Family::of(server.address.ip()),
                 outcome,
                 observed: flow.flow.key.direction,
                 process: flow.flow.process.clone(),
                 count,
-                first_seen,
+                first_seen: flow.flow.first_seen.min(now),
                 last_seen: now,
             }),
-            source: Some(source_end.clone()),
-            destination: Some(destination_end.clone()),
-            verdict: Some(verdict.name().to_owned()),
+            source: Some(client.end.clone()),
+            destination: Some(server.end.clone()),
+            verdict: Some(verdict),
             rule,
             baseline_digest: Some(baseline.digest.clone()),
             technique: Some(technique),

@@ -18,7 +18,7 @@ use crate::{
         selector::exact_selector,
     },
     flow::{Direction, Outcome, Transport},
-    identity::{Identity, ResolvedFlow},
+    identity::{Identity, ResolvedEnd, ResolvedFlow},
     timestamp::{rfc3339_serde, rfc3339_serde_opt},
 };
 
@@ -51,6 +51,67 @@ pub struct EdgeEvidence {
     pub to_pods: BTreeSet<String>,
     pub from_processes: BTreeSet<String>,
     pub to_processes: BTreeSet<String>,
+}
+
+impl EdgeEvidence {
+    /// Evidence of an edge first seen at `first_seen`, before anything is
+    /// counted.
+    fn first(edge: &ObservedEdge, first_seen: SystemTime, now: SystemTime) -> Self {
+        Self {
+            from: edge.from.clone(),
+            to: edge.to.clone(),
+            port: edge.port,
+            transport: edge.transport,
+            first_seen,
+            last_seen: now,
+            count: 0,
+            attempts: 0,
+            egress_observations: 0,
+            ingress_observations: 0,
+            from_pods: BTreeSet::new(),
+            to_pods: BTreeSet::new(),
+            from_processes: BTreeSet::new(),
+            to_processes: BTreeSet::new(),
+        }
+    }
+
+    /// Counts `count` occurrences of `flow` and samples its pods and the
+    /// local process.
+    fn add(&mut self, flow: &ResolvedFlow, count: u64, now: SystemTime) {
+        self.count += count;
+        if flow.flow.key.outcome == Outcome::Attempted {
+            self.attempts += count;
+        }
+        self.last_seen = self.last_seen.max(now);
+        let egress = flow.flow.key.direction == Direction::Egress;
+        if egress {
+            self.egress_observations += 1;
+        } else {
+            self.ingress_observations += 1;
+        }
+        let pod = |end: &ResolvedEnd| {
+            end.pod
+                .as_ref()
+                .map(|p| format!("{}/{}", p.namespace, p.name))
+        };
+        sample(&mut self.from_pods, pod(flow.client().end));
+        sample(&mut self.to_pods, pod(flow.server().end));
+        let process = flow.flow.process.as_ref().map(|p| p.name.clone());
+        if egress {
+            sample(&mut self.from_processes, process);
+        } else {
+            sample(&mut self.to_processes, process);
+        }
+    }
+}
+
+/// Keeps `value` while `set` holds fewer than [`SAMPLES`].
+fn sample(set: &mut BTreeSet<String>, value: Option<String>) {
+    if let Some(value) = value
+        && set.len() < SAMPLES
+    {
+        set.insert(value);
+    }
 }
 
 /// What a restart resumes from (JSON).
@@ -113,69 +174,12 @@ impl Learner {
             self.unattributed += count;
             return None;
         }
-        let egress = flow.flow.key.direction == Direction::Egress;
-        let (from_end, to_end) = if egress {
-            (&flow.local, &flow.remote)
-        } else {
-            (&flow.remote, &flow.local)
-        };
         let mut new = false;
         let evidence = self.edges.entry(edge.clone()).or_insert_with(|| {
             new = true;
-            EdgeEvidence {
-                from: edge.from.clone(),
-                to: edge.to.clone(),
-                port: edge.port,
-                transport: edge.transport,
-                first_seen: flow.flow.first_seen.min(now),
-                last_seen: now,
-                count: 0,
-                attempts: 0,
-                egress_observations: 0,
-                ingress_observations: 0,
-                from_pods: BTreeSet::new(),
-                to_pods: BTreeSet::new(),
-                from_processes: BTreeSet::new(),
-                to_processes: BTreeSet::new(),
-            }
+            EdgeEvidence::first(&edge, flow.flow.first_seen.min(now), now)
         });
-        evidence.count += count;
-        if flow.flow.key.outcome == Outcome::Attempted {
-            evidence.attempts += count;
-        }
-        evidence.last_seen = evidence.last_seen.max(now);
-        if egress {
-            evidence.egress_observations += 1;
-        } else {
-            evidence.ingress_observations += 1;
-        }
-        let sample = |set: &mut BTreeSet<String>, value: Option<String>| {
-            if let Some(value) = value
-                && set.len() < SAMPLES
-            {
-                set.insert(value);
-            }
-        };
-        sample(
-            &mut evidence.from_pods,
-            from_end
-                .pod
-                .as_ref()
-                .map(|p| format!("{}/{}", p.namespace, p.name)),
-        );
-        sample(
-            &mut evidence.to_pods,
-            to_end
-                .pod
-                .as_ref()
-                .map(|p| format!("{}/{}", p.namespace, p.name)),
-        );
-        let process = flow.flow.process.as_ref().map(|p| p.name.clone());
-        if egress {
-            sample(&mut evidence.from_processes, process);
-        } else {
-            sample(&mut evidence.to_processes, process);
-        }
+        evidence.add(flow, count, now);
         if new {
             self.last_new_edge = Some(now);
             Some(edge)

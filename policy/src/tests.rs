@@ -103,9 +103,10 @@ mod behaviour {
     use proptest::prelude::*;
 
     use crate::{
+        alert::AlertVerdict,
         baseline::{
             format::json_schema,
-            matcher::{Matcher, ObservedEdge, Verdict, judge_linear},
+            matcher::{Matcher, ObservedEdge, RuleMatch, Verdict, judge_linear},
             validate,
         },
         flow::{Direction, Flow, Outcome, Transport},
@@ -290,19 +291,19 @@ mod behaviour {
         ingress.local = egress.remote.clone();
         ingress.remote = egress.local.clone();
         let at = |s: u64| t0() + Duration::from_secs(s);
-        assert_eq!(judge.judge(&egress, 1, at(0)).len(), 1);
-        assert!(judge.judge(&ingress, 1, at(0)).is_empty());
+        assert_eq!(judge.judge(&egress, 1, at(0)).alerts.len(), 1);
+        assert!(judge.judge(&ingress, 1, at(0)).alerts.is_empty());
         assert!(
             judge.tick(at(61)).is_empty(),
             "one connection seen from both ends is no repeat"
         );
         // Next window: one alert, then three more connections, each seen
         // from both ends, in any order.
-        assert_eq!(judge.judge(&ingress, 1, at(62)).len(), 1);
-        assert!(judge.judge(&egress, 1, at(62)).is_empty());
-        assert!(judge.judge(&egress, 2, at(63)).is_empty());
-        assert!(judge.judge(&ingress, 3, at(64)).is_empty());
-        assert!(judge.judge(&egress, 1, at(65)).is_empty());
+        assert_eq!(judge.judge(&ingress, 1, at(62)).alerts.len(), 1);
+        assert!(judge.judge(&egress, 1, at(62)).alerts.is_empty());
+        assert!(judge.judge(&egress, 2, at(63)).alerts.is_empty());
+        assert!(judge.judge(&ingress, 3, at(64)).alerts.is_empty());
+        assert!(judge.judge(&egress, 1, at(65)).alerts.is_empty());
         let reports = judge.tick(at(123));
         assert_eq!(reports.len(), 1);
         assert_eq!(reports[0].flow.as_ref().map(|f| f.count), Some(3));
@@ -325,15 +326,16 @@ mod behaviour {
             },
         );
         let allowed = flow(Direction::Egress, "web", "10.0.0.2", 8080, Transport::Tcp);
-        assert!(judge.judge(&allowed, 1, t0()).is_empty());
+        assert!(judge.judge(&allowed, 1, t0()).alerts.is_empty());
         let lateral = flow(Direction::Egress, "web", "10.0.0.3", 5432, Transport::Tcp);
-        let first = judge.judge(&lateral, 1, t0());
+        let first = judge.judge(&lateral, 1, t0()).alerts;
         assert_eq!(first.len(), 1);
-        assert_eq!(first[0].verdict.as_deref(), Some("unauthorized"));
+        assert_eq!(first[0].verdict.map(|v| v.as_str()), Some("unauthorized"));
         for i in 1..=4 {
             assert!(
                 judge
                     .judge(&lateral, 2, t0() + Duration::from_secs(i))
+                    .alerts
                     .is_empty()
             );
         }
@@ -349,6 +351,7 @@ mod behaviour {
         assert_eq!(
             judge
                 .judge(&lateral, 1, t0() + Duration::from_secs(62))
+                .alerts
                 .len(),
             1
         );
@@ -371,13 +374,16 @@ mod behaviour {
             },
         );
         let lateral = flow(Direction::Egress, "web", "10.0.0.3", 5432, Transport::Tcp);
-        assert_eq!(judge.judge(&lateral, 1, t0()).len(), 1);
+        assert_eq!(judge.judge(&lateral, 1, t0()).alerts.len(), 1);
         assert!(
             judge
                 .judge(&lateral, 1, t0() + Duration::from_secs(5))
+                .alerts
                 .is_empty()
         );
-        let later = judge.judge(&lateral, 1, t0() + Duration::from_secs(90));
+        let later = judge
+            .judge(&lateral, 1, t0() + Duration::from_secs(90))
+            .alerts;
         let reports: Vec<&str> = later.iter().map(|a| a.details["report"].as_str()).collect();
         assert_eq!(reports, ["repeat", "first"]);
     }
@@ -450,7 +456,7 @@ mod behaviour {
             ),
             t0(),
         );
-        assert_eq!(allowed.verdict, "allowed");
+        assert_eq!(allowed.verdict.as_str(), "allowed");
         assert!(
             allowed
                 .rule
@@ -466,7 +472,7 @@ mod behaviour {
             ),
             t0(),
         );
-        assert_eq!(refused.verdict, "unauthorized");
+        assert_eq!(refused.verdict.as_str(), "unauthorized");
         assert!(
             refused.nearest[0].rule.starts_with("edges[1] (line 13)"),
             "{refused:?}"
@@ -509,7 +515,7 @@ mod behaviour {
                 *port,
                 Transport::Tcp,
             );
-            let alerts = judge.judge(&f, 1, t0());
+            let alerts = judge.judge(&f, 1, t0()).alerts;
             assert_eq!(alerts.len(), 1, "{ip}:{port}");
             let a = &alerts[0];
             assert_eq!(
@@ -543,11 +549,15 @@ mod behaviour {
         );
         let mut alerts = Vec::new();
         for port in 1000..1050 {
-            alerts.extend(judge.judge(
-                &flow(Direction::Egress, "web", "10.0.0.3", port, Transport::Tcp),
-                1,
-                t0(),
-            ));
+            alerts.extend(
+                judge
+                    .judge(
+                        &flow(Direction::Egress, "web", "10.0.0.3", port, Transport::Tcp),
+                        1,
+                        t0(),
+                    )
+                    .alerts,
+            );
         }
         let scans: Vec<_> = alerts
             .iter()
@@ -582,10 +592,35 @@ mod behaviour {
         ));
         let before = validate::parse_expiry("2026-12-31").expect("date");
         let after = validate::parse_expiry("2027-01-02").expect("date");
-        assert_eq!(matcher.judge(&edge, before), Verdict::Allowed(0));
-        assert_eq!(matcher.judge(&edge, after), Verdict::Expired(0));
+        assert_eq!(matcher.judge(&edge, before), RuleMatch::Allowed(0));
+        assert_eq!(matcher.judge(&edge, after), RuleMatch::Expired(0));
         let explained = tools::explain(&baseline, &edge, after);
-        assert_eq!(explained.verdict, "expired-rule");
+        assert_eq!(explained.verdict.as_str(), "expired-rule");
+    }
+
+    #[test]
+    fn the_judgement_names_the_verdict_with_the_alerts() {
+        let text = "apiVersion: eastwatch.io/v1\nkind: Baseline\nmetadata: {name: x}\nspec:\n  edges:\n    - from: {cgroup: /tier/web}\n      to: {cidr: 10.0.0.0/24}\n      ports: [\"80/tcp\"]\n      expires: 2027-01-01\n";
+        let (baseline, _) = validate::from_str(text, "x.yaml", t0()).expect("valid");
+        let mut judge = judge_with(baseline, JudgeConfig::default());
+        let web = |port| flow(Direction::Egress, "web", "10.0.0.7", port, Transport::Tcp);
+        let before = validate::parse_expiry("2026-12-31").expect("date");
+        let after = validate::parse_expiry("2027-01-02").expect("date");
+
+        let allowed = judge.judge(&web(80), 1, before);
+        assert_eq!(allowed.verdict, Verdict::Allowed);
+        assert!(allowed.alerts.is_empty());
+        let refused = judge.judge(&web(81), 1, before);
+        assert_eq!(refused.verdict, Verdict::Unauthorized);
+        assert_eq!(refused.alerts.len(), 1);
+        assert_eq!(refused.alerts[0].verdict, Some(AlertVerdict::Unauthorized));
+        let expired = judge.judge(&web(80), 1, after);
+        assert_eq!(expired.verdict, Verdict::ExpiredRule);
+        assert_eq!(expired.alerts[0].verdict, Some(AlertVerdict::ExpiredRule));
+        // A repeat within the window: the verdict, no new alert.
+        let repeat = judge.judge(&web(81), 1, before);
+        assert_eq!(repeat.verdict, Verdict::Unauthorized);
+        assert!(repeat.alerts.is_empty());
     }
 
     #[test]
@@ -656,10 +691,10 @@ mod behaviour {
             for f in observed.iter().chain(&probes) {
                 let edge = ObservedEdge::of(f);
                 let verdict = matcher.judge(&edge, t0());
-                prop_assert_eq!(matches!(verdict, Verdict::Allowed(_)), seen.contains(&edge), "{}", edge);
+                prop_assert_eq!(matches!(verdict, RuleMatch::Allowed(_)), seen.contains(&edge), "{}", edge);
                 prop_assert_eq!(
-                    matches!(judge_linear(&baseline, &edge, t0()), Verdict::Allowed(_)),
-                    matches!(verdict, Verdict::Allowed(_))
+                    matches!(judge_linear(&baseline, &edge, t0()), RuleMatch::Allowed(_)),
+                    matches!(verdict, RuleMatch::Allowed(_))
                 );
             }
         }

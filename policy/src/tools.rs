@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::{
     baseline::{
         format::{BaselineDoc, Edge, Located, Selector},
-        matcher::{Matcher, ObservedEdge, Verdict, mismatches, nearest},
+        matcher::{Matcher, ObservedEdge, RuleMatch, Verdict, mismatches, nearest},
         selector::parse_cidr,
         validate::{Baseline, PortRange, describe},
     },
@@ -279,7 +279,7 @@ pub fn parse_identity(text: &str) -> Result<Identity, String> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
     pub edge: String,
-    pub verdict: &'static str,
+    pub verdict: Verdict,
     /// The rule that allows it (or, for `expired-rule`, would).
     pub rule: Option<String>,
     /// Otherwise the nearest rules and why each does not allow it.
@@ -296,16 +296,16 @@ pub fn explain(baseline: &Baseline, edge: &ObservedEdge, now: SystemTime) -> Exp
     let matcher = Matcher::new(std::sync::Arc::new(baseline.clone()));
     let verdict = matcher.judge(edge, now);
     let rule = match verdict {
-        Verdict::Allowed(i) | Verdict::Expired(i) => Some(baseline.rules[i].label()),
-        Verdict::Unauthorized => None,
+        RuleMatch::Allowed(i) | RuleMatch::Expired(i) => Some(baseline.rules[i].label()),
+        RuleMatch::Unauthorized => None,
     };
     let near = match verdict {
-        Verdict::Allowed(_) => Vec::new(),
-        Verdict::Expired(i) => vec![NearRule {
+        RuleMatch::Allowed(_) => Vec::new(),
+        RuleMatch::Expired(i) => vec![NearRule {
             rule: baseline.rules[i].label(),
             reasons: mismatches(&baseline.rules[i], edge, now),
         }],
-        Verdict::Unauthorized => nearest(baseline, edge, now, 3)
+        RuleMatch::Unauthorized => nearest(baseline, edge, now, 3)
             .into_iter()
             .map(|(rule, reasons)| NearRule {
                 rule: rule.label(),
@@ -315,18 +315,18 @@ pub fn explain(baseline: &Baseline, edge: &ObservedEdge, now: SystemTime) -> Exp
     };
     Explanation {
         edge: edge.to_string(),
-        verdict: verdict.name(),
+        verdict: verdict.verdict(),
         rule,
         nearest: near,
     }
 }
 
 pub fn explanation_text(e: &Explanation) -> String {
-    let mut out = format!("{}: {}\n", e.edge, e.verdict);
+    let mut out = format!("{}: {}\n", e.edge, e.verdict.as_str());
     if let Some(rule) = &e.rule {
         out.push_str(&format!("  rule: {rule}\n"));
     }
-    if e.verdict == "unauthorized" && e.nearest.is_empty() {
+    if e.verdict == Verdict::Unauthorized && e.nearest.is_empty() {
         out.push_str("  no rule names either end\n");
     }
     for near in &e.nearest {
@@ -411,7 +411,7 @@ pub fn privilege_report(
     let matcher = Matcher::new(std::sync::Arc::new(baseline.clone()));
     let mut used = BTreeSet::new();
     for edge in &observed {
-        if let Verdict::Allowed(i) = matcher.judge(edge, now) {
+        if let RuleMatch::Allowed(i) = matcher.judge(edge, now) {
             used.insert(i);
         }
     }

@@ -5,9 +5,8 @@
 //! are JSON lines on stdout next to the alerts.
 
 use std::{
-    collections::BTreeMap,
     io::Write as _,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
@@ -18,8 +17,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use eastwatch_policy::{
-    alert::{self, Alert, AlertKind, Mode, Severity},
+    alert::{Alert, AlertContext, Mode, WatchedFile},
     baseline::{
+        diag::Rejected,
         matcher::{Matcher, ObservedEdge},
         validate::{self, Baseline},
     },
@@ -129,13 +129,7 @@ impl Engine {
                 for (counter, lost) in &loss.new {
                     self.metrics.kernel_lost(counter, *lost);
                 }
-                let alert = alert::kernel_loss_alert(
-                    &kernel_loss(&loss),
-                    self.judge_config.node.clone(),
-                    self.judge.as_ref().map(|j| j.digest().to_owned()),
-                    Mode::Monitor,
-                    now,
-                );
+                let alert = Alert::kernel_loss(&self.alert_context(now), &kernel_loss(&loss));
                 self.deliver(vec![alert]);
             }
         }
@@ -156,18 +150,9 @@ impl Engine {
             }
             Mode::Monitor => {
                 if let Some(judge) = &mut self.judge {
-                    let before = judge.stats().clone();
-                    let alerts = judge.judge(flow, count, now);
-                    let after = judge.stats();
-                    let verdict = if after.allowed > before.allowed {
-                        "allowed"
-                    } else if after.expired_rule > before.expired_rule {
-                        "expired-rule"
-                    } else {
-                        "unauthorized"
-                    };
-                    self.metrics.judged(flow, count, verdict);
-                    self.deliver(alerts);
+                    let judgement = judge.judge(flow, count, now);
+                    self.metrics.judged(flow, count, judgement.verdict);
+                    self.deliver(judgement.alerts);
                 }
             }
         }
@@ -217,139 +202,103 @@ impl Engine {
             && contents.changed()
         {
             let path = contents.path.clone();
-            match config::load(&path) {
-                Ok(config) => {
-                    info!(file = %path.display(), "config reloaded");
-                    self.scopes = config.scopes;
-                    if let Some(window) = config.window {
-                        self.judge_config.window = window;
-                    }
-                    if let Some(threshold) = config.fan_out_threshold {
-                        self.judge_config.fan_out_threshold = threshold;
-                    }
-                    if let Some(judge) = &mut self.judge {
-                        judge.set_config(self.judge_config.clone());
-                    }
-                    if let Some(baseline) = config.baseline
-                        && self
-                            .baseline_file
-                            .as_ref()
-                            .is_none_or(|b| b.path != baseline)
-                    {
-                        self.baseline_file = Some(Contents::new(baseline));
-                    }
-                    self.deliver(vec![self.health(
-                        now,
-                        Severity::Info,
-                        "config-applied",
-                        format!("config {} reloaded", path.display()),
-                        BTreeMap::from([("file".into(), path.display().to_string())]),
-                    )]);
-                }
-                Err(rejected) => {
-                    warn!(file = %path.display(), errors = %rejected, "config change rejected");
-                    self.deliver(vec![self.health(
-                        now,
-                        Severity::High,
-                        "config-rejected",
-                        format!(
-                            "config {} rejected; the previous config stays in force",
-                            path.display()
-                        ),
-                        BTreeMap::from([
-                            ("file".into(), path.display().to_string()),
-                            ("errors".into(), rejected.to_string()),
-                        ]),
-                    )]);
-                }
-            }
+            self.reload_config(&path, now);
         }
-        let Some(contents) = &mut self.baseline_file else {
-            return;
-        };
-        if !contents.changed() {
-            return;
-        }
-        let path = contents.path.clone();
-        match validate::load(&path, now) {
-            Ok((baseline, warnings)) => {
-                if self
-                    .judge
-                    .as_ref()
-                    .is_some_and(|j| j.digest() == baseline.digest)
-                {
-                    return;
-                }
-                let digest = baseline.digest.clone();
-                let edges = baseline.rules.len();
-                let matcher = Arc::new(Matcher::new(Arc::new(baseline)));
-                let pending = match &mut self.judge {
-                    Some(judge) => judge.replace(matcher, now),
-                    None => {
-                        self.judge = Some(Judge::new(matcher, self.judge_config.clone()));
-                        Vec::new()
-                    }
-                };
-                self.deliver(pending);
-                info!(file = %path.display(), %digest, edges, "baseline reloaded");
-                let warnings: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
-                let mut details = BTreeMap::from([
-                    ("file".into(), path.display().to_string()),
-                    ("edges".into(), edges.to_string()),
-                ]);
-                if !warnings.is_empty() {
-                    details.insert("warnings".into(), warnings.join("\n"));
-                }
-                self.deliver(vec![self.health(
-                    now,
-                    Severity::Info,
-                    "baseline-applied",
-                    format!("baseline {} applied ({edges} edges)", path.display()),
-                    details,
-                )]);
-            }
-            Err(rejected) => {
-                warn!(file = %path.display(), errors = %rejected, "baseline change rejected");
-                self.deliver(vec![self.health(
-                    now,
-                    Severity::High,
-                    "baseline-rejected",
-                    format!(
-                        "baseline {} rejected; the last good baseline stays in force",
-                        path.display()
-                    ),
-                    BTreeMap::from([
-                        ("file".into(), path.display().to_string()),
-                        ("errors".into(), rejected.to_string()),
-                    ]),
-                )]);
-            }
+        if let Some(contents) = &mut self.baseline_file
+            && contents.changed()
+        {
+            let path = contents.path.clone();
+            self.reload_baseline(&path, now);
         }
     }
 
-    fn health(
-        &self,
-        now: SystemTime,
-        severity: Severity,
-        verdict: &str,
-        summary: String,
-        details: BTreeMap<String, String>,
-    ) -> Alert {
-        Alert {
-            kind: AlertKind::AgentHealth,
+    /// Applies a changed config, or keeps the previous one.
+    fn reload_config(&mut self, path: &Path, now: SystemTime) {
+        let config = match config::load(path) {
+            Ok(config) => config,
+            Err(rejected) => return self.rejected(WatchedFile::Config, path, &rejected, now),
+        };
+        info!(file = %path.display(), "config reloaded");
+        self.scopes = config.scopes;
+        if let Some(window) = config.window {
+            self.judge_config.window = window;
+        }
+        if let Some(threshold) = config.fan_out_threshold {
+            self.judge_config.fan_out_threshold = threshold;
+        }
+        if let Some(judge) = &mut self.judge {
+            judge.set_config(self.judge_config.clone());
+        }
+        if let Some(baseline) = config.baseline
+            && self
+                .baseline_file
+                .as_ref()
+                .is_none_or(|b| b.path != baseline)
+        {
+            self.baseline_file = Some(Contents::new(baseline));
+        }
+        let alert =
+            Alert::file_applied(&self.alert_context(now), WatchedFile::Config, path, 0, &[]);
+        self.deliver(vec![alert]);
+    }
+
+    /// Judges with a changed baseline from now on, or keeps the last good
+    /// one.
+    fn reload_baseline(&mut self, path: &Path, now: SystemTime) {
+        let (baseline, warnings) = match validate::load(path, now) {
+            Ok(loaded) => loaded,
+            Err(rejected) => return self.rejected(WatchedFile::Baseline, path, &rejected, now),
+        };
+        if self
+            .judge
+            .as_ref()
+            .is_some_and(|j| j.digest() == baseline.digest)
+        {
+            return;
+        }
+        let digest = baseline.digest.clone();
+        let edges = baseline.rules.len();
+        let matcher = Arc::new(Matcher::new(Arc::new(baseline)));
+        let pending = match &mut self.judge {
+            Some(judge) => judge.replace(matcher, now),
+            None => {
+                self.judge = Some(Judge::new(matcher, self.judge_config.clone()));
+                Vec::new()
+            }
+        };
+        self.deliver(pending);
+        info!(file = %path.display(), %digest, edges, "baseline reloaded");
+        let warnings: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
+        let alert = Alert::file_applied(
+            &self.alert_context(now),
+            WatchedFile::Baseline,
+            path,
+            edges,
+            &warnings,
+        );
+        self.deliver(vec![alert]);
+    }
+
+    fn rejected(&mut self, file: WatchedFile, path: &Path, rejected: &Rejected, now: SystemTime) {
+        let what = file.as_str();
+        warn!(file = %path.display(), errors = %rejected, "{what} change rejected");
+        let alert =
+            Alert::file_rejected(&self.alert_context(now), file, path, &rejected.to_string());
+        self.deliver(vec![alert]);
+    }
+
+    /// Who raises the agent's own alerts: this node, in monitor mode when
+    /// any scope is monitored, against the baseline in force.
+    fn alert_context(&self, now: SystemTime) -> AlertContext {
+        AlertContext {
             time: now,
-            severity,
-            summary,
-            mode: Mode::Monitor,
             node: self.judge_config.node.clone(),
-            flow: None,
-            source: None,
-            destination: None,
-            verdict: Some(verdict.to_owned()),
-            rule: None,
+            mode: if self.scopes.any(Mode::Monitor) {
+                Mode::Monitor
+            } else {
+                Mode::Learn
+            },
             baseline_digest: self.judge.as_ref().map(|j| j.digest().to_owned()),
-            technique: None,
-            details,
         }
     }
 }

@@ -7,7 +7,7 @@ use eastwatch_policy::{
     baseline::{
         diag::Diagnostic,
         format::{self, BaselineDoc},
-        matcher::ObservedEdge,
+        matcher::{ObservedEdge, Verdict},
         parse, validate,
     },
     file::write_atomic,
@@ -115,7 +115,7 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<ExitCode> {
                 OutputFormat::Text => print!("{}", tools::explanation_text(&explanation)),
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&explanation)?),
             }
-            Ok(if explanation.verdict == "allowed" {
+            Ok(if explanation.verdict == Verdict::Allowed {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -16,7 +16,8 @@ use opentelemetry::{
 };
 
 use eastwatch_policy::{
-    alert::{Alert, AlertKind},
+    alert::{Alert, AlertKind, AlertVerdict},
+    baseline::matcher::Verdict,
     identity::{Identity, ResolvedFlow},
 };
 
@@ -181,14 +182,13 @@ impl Metrics {
         }
     }
 
-    /// `verdict`: `allowed`, `unauthorized` or `expired-rule`.
-    pub fn judged(&self, flow: &ResolvedFlow, count: u64, verdict: &'static str) {
+    pub fn judged(&self, flow: &ResolvedFlow, count: u64, verdict: Verdict) {
         let workload = self.bounded(&flow.local.identity);
         self.flows_judged.add(
             count,
             &[
                 KeyValue::new("eastwatch.workload", workload),
-                KeyValue::new("eastwatch.verdict", verdict),
+                KeyValue::new("eastwatch.verdict", verdict.as_str()),
             ],
         );
     }
@@ -201,16 +201,7 @@ impl Metrics {
                 KeyValue::new("eastwatch.alert.severity", alert.severity.as_str()),
             ],
         );
-        if alert.kind == AlertKind::AgentHealth
-            && let Some(verdict) = &alert.verdict
-        {
-            let (file, result) = match verdict.as_str() {
-                "baseline-applied" => ("baseline", "applied"),
-                "baseline-rejected" => ("baseline", "rejected"),
-                "config-applied" => ("config", "applied"),
-                "config-rejected" => ("config", "rejected"),
-                _ => return,
-            };
+        if let Some((file, result)) = alert.verdict.and_then(reload) {
             self.baseline_reloads.add(
                 1,
                 &[
@@ -246,6 +237,20 @@ impl Metrics {
 
     pub fn export_failed(&self) {
         self.export_failures.add(1, &[]);
+    }
+}
+
+/// The file and result of a reload verdict.
+fn reload(verdict: AlertVerdict) -> Option<(&'static str, &'static str)> {
+    match verdict {
+        AlertVerdict::BaselineApplied => Some(("baseline", "applied")),
+        AlertVerdict::BaselineRejected => Some(("baseline", "rejected")),
+        AlertVerdict::ConfigApplied => Some(("config", "applied")),
+        AlertVerdict::ConfigRejected => Some(("config", "rejected")),
+        AlertVerdict::Unauthorized
+        | AlertVerdict::ExpiredRule
+        | AlertVerdict::KernelEventsLost
+        | AlertVerdict::SpoolOverflow => None,
     }
 }
 

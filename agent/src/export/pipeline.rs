@@ -7,7 +7,6 @@
 //! alert says how many and of which kinds.
 
 use std::{
-    collections::BTreeMap,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
@@ -22,7 +21,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use eastwatch_policy::alert::{Alert, AlertKind, Mode, Severity};
+use eastwatch_policy::alert::{Alert, AlertContext, Mode, SpoolOverflow};
 
 use super::{
     metrics::Metrics,
@@ -44,10 +43,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Alerts the spool had to refuse since the last gap alert.
 #[derive(Debug, Default)]
 struct Overflow {
-    dropped: u64,
-    by_kind: BTreeMap<&'static str, u64>,
-    first: Option<SystemTime>,
-    last: Option<SystemTime>,
+    dropped: SpoolOverflow,
+    /// Some dropped alert was raised in monitor mode (else all in learn).
+    monitor: bool,
 }
 
 /// What the pipeline has done, for the summary and readiness.
@@ -131,11 +129,11 @@ impl AlertQueue {
         let result = match inner.spool.append(&record) {
             Ok(_) => Ok(()),
             Err(SpoolError::Full { .. }) => {
-                self.count_drop(&mut inner, alert.kind, alert.time);
+                self.count_drop(&mut inner, alert);
                 Ok(())
             }
             Err(err) => {
-                self.count_drop(&mut inner, alert.kind, alert.time);
+                self.count_drop(&mut inner, alert);
                 Err(SinkError::Other(format!("spooling alert: {err}")))
             }
         };
@@ -145,14 +143,16 @@ impl AlertQueue {
         result
     }
 
-    fn count_drop(&self, inner: &mut Inner, kind: AlertKind, time: SystemTime) {
+    fn count_drop(&self, inner: &mut Inner, alert: &Alert) {
         let overflow = &mut inner.overflow;
-        overflow.dropped += 1;
-        *overflow.by_kind.entry(kind.as_str()).or_default() += 1;
-        overflow.first.get_or_insert(time);
-        overflow.last = Some(time);
+        overflow.monitor |= alert.mode == Mode::Monitor;
+        let dropped = &mut overflow.dropped;
+        dropped.dropped += 1;
+        *dropped.by_kind.entry(alert.kind.as_str()).or_default() += 1;
+        dropped.first.get_or_insert(alert.time);
+        dropped.last = Some(alert.time);
         inner.stats.dropped += 1;
-        self.metrics.spool_dropped(kind);
+        self.metrics.spool_dropped(alert.kind);
         let dropped = inner.stats.dropped;
         // Logged at 1, 2, 4, ...: the count is exact, the log no flood.
         if dropped.is_power_of_two() {
@@ -166,10 +166,10 @@ impl AlertQueue {
 
     /// Once there is room: one visibility-gap alert for what was dropped.
     fn raise_gap(&self, inner: &mut Inner) {
-        if inner.overflow.dropped == 0 {
+        if inner.overflow.dropped.dropped == 0 {
             return;
         }
-        let alert = overflow_alert(&inner.overflow, inner.spool.max_bytes(), &self.site);
+        let alert = self.overflow_alert(&inner.overflow, inner.spool.max_bytes());
         let record = record::from_alert(&alert, SystemTime::now());
         if !inner.spool.fits(Spool::encoded_len(&record)) {
             return;
@@ -177,7 +177,7 @@ impl AlertQueue {
         match inner.spool.append(&record) {
             Ok(_) => {
                 info!(
-                    dropped = inner.overflow.dropped,
+                    dropped = inner.overflow.dropped.dropped,
                     "spool has room again; visibility-gap alert raised"
                 );
                 inner.overflow = Overflow::default();
@@ -186,6 +186,28 @@ impl AlertQueue {
             }
             Err(err) => debug!(%err, "gap alert not spooled yet"),
         }
+    }
+
+    /// The visibility-gap alert for what the spool dropped, in the mode
+    /// of the alerts it dropped.
+    fn overflow_alert(&self, overflow: &Overflow, max_bytes: u64) -> Alert {
+        let context = AlertContext {
+            time: SystemTime::now(),
+            node: self.site.node_or_host(),
+            mode: if overflow.monitor {
+                Mode::Monitor
+            } else {
+                Mode::Learn
+            },
+            baseline_digest: None,
+        };
+        Alert::spool_overflow(
+            &context,
+            &SpoolOverflow {
+                max_bytes,
+                ..overflow.dropped.clone()
+            },
+        )
     }
 
     /// Waits until the collector has everything, or `timeout`.
@@ -210,48 +232,6 @@ impl AlertQueue {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
-    }
-}
-
-fn overflow_alert(overflow: &Overflow, max_bytes: u64, site: &Site) -> Alert {
-    let kinds: Vec<String> = overflow
-        .by_kind
-        .iter()
-        .map(|(kind, n)| format!("{n} {kind}"))
-        .collect();
-    let mut details = BTreeMap::from([
-        ("dropped".to_owned(), overflow.dropped.to_string()),
-        ("spool_max_bytes".to_owned(), max_bytes.to_string()),
-    ]);
-    for (kind, n) in &overflow.by_kind {
-        details.insert(format!("dropped.{kind}"), n.to_string());
-    }
-    let rfc3339 = |t: SystemTime| humantime::format_rfc3339_micros(t).to_string();
-    if let Some(first) = overflow.first {
-        details.insert("first_dropped".into(), rfc3339(first));
-    }
-    if let Some(last) = overflow.last {
-        details.insert("last_dropped".into(), rfc3339(last));
-    }
-    Alert {
-        kind: AlertKind::VisibilityGap,
-        time: SystemTime::now(),
-        severity: Severity::High,
-        summary: format!(
-            "{} alert(s) dropped: the OTLP spool was full ({max_bytes} bytes) while the collector was unreachable or slow ({})",
-            overflow.dropped,
-            kinds.join(", ")
-        ),
-        mode: Mode::Monitor,
-        node: site.node_or_host(),
-        flow: None,
-        source: None,
-        destination: None,
-        verdict: Some("spool-overflow".into()),
-        rule: None,
-        baseline_digest: None,
-        technique: None,
-        details,
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use eastwatch_policy::alert::{self, KernelLoss, Mode};
+use eastwatch_policy::alert::{Alert, AlertContext, KernelLoss, Mode};
 
 use self::output::{Format, Printer, Resolved};
 use crate::{
@@ -70,13 +70,14 @@ impl Exported {
                     if !self.export.enabled() {
                         continue;
                     }
-                    let alert = alert::kernel_loss_alert(
-                        &kernel_loss(loss),
-                        self.export.site.node_or_host(),
-                        None,
-                        Mode::Learn,
-                        SystemTime::now(),
-                    );
+                    let context = AlertContext {
+                        time: SystemTime::now(),
+                        node: self.export.site.node_or_host(),
+                        // Nothing is judged: observe is learn mode's sensing.
+                        mode: Mode::Learn,
+                        baseline_digest: None,
+                    };
+                    let alert = Alert::kernel_loss(&context, &kernel_loss(loss));
                     for sink in &mut self.sinks {
                         if let Err(err) = sink.deliver(&alert) {
                             warn!(%err, "alert sink failed");

@@ -12,7 +12,7 @@ use super::{
     validate::{Baseline, Rule},
 };
 use crate::{
-    flow::{Direction, Transport},
+    flow::Transport,
     identity::{Identity, ResolvedFlow},
 };
 
@@ -26,16 +26,12 @@ pub struct ObservedEdge {
 }
 
 impl ObservedEdge {
-    /// Egress: this node's end is the client; ingress: the server. Both
-    /// observations of one connection give the same edge.
+    /// From the client to the server: both observations of one
+    /// connection give the same edge.
     pub fn of(flow: &ResolvedFlow) -> Self {
-        let (from, to) = match flow.flow.key.direction {
-            Direction::Egress => (&flow.local, &flow.remote),
-            Direction::Ingress => (&flow.remote, &flow.local),
-        };
         Self {
-            from: from.identity.clone(),
-            to: to.identity.clone(),
+            from: flow.client().end.identity.clone(),
+            to: flow.server().end.identity.clone(),
             port: flow.flow.key.service_port,
             transport: flow.flow.key.transport,
         }
@@ -52,21 +48,42 @@ impl std::fmt::Display for ObservedEdge {
     }
 }
 
-/// What the baseline says about an edge.
+/// Which rule, if any, allows an edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum RuleMatch {
     /// Allowed by the rule at this index.
     Allowed(usize),
-    /// Only rules that have expired would allow it.
+    /// Only rules that have expired would allow it (the first of them).
     Expired(usize),
     Unauthorized,
 }
 
-impl Verdict {
-    pub fn name(&self) -> &'static str {
+impl RuleMatch {
+    pub fn verdict(&self) -> Verdict {
         match self {
-            Self::Allowed(_) => "allowed",
-            Self::Expired(_) => "expired-rule",
+            Self::Allowed(_) => Verdict::Allowed,
+            Self::Expired(_) => Verdict::ExpiredRule,
+            Self::Unauthorized => Verdict::Unauthorized,
+        }
+    }
+}
+
+/// What the baseline says about a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Allowed,
+    /// Only expired rules would allow it.
+    ExpiredRule,
+    Unauthorized,
+}
+
+impl Verdict {
+    /// The name in JSON, metrics and alerts, e.g. `expired-rule`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::ExpiredRule => "expired-rule",
             Self::Unauthorized => "unauthorized",
         }
     }
@@ -209,7 +226,7 @@ impl Matcher {
     }
 
     /// Judges one edge at `now`.
-    pub fn judge(&self, edge: &ObservedEdge, now: SystemTime) -> Verdict {
+    pub fn judge(&self, edge: &ObservedEdge, now: SystemTime) -> RuleMatch {
         let mut from_keys = Vec::with_capacity(4);
         let mut to_keys = Vec::with_capacity(4);
         self.candidate_keys(&edge.from, &mut from_keys);
@@ -224,14 +241,14 @@ impl Matcher {
                     let rule = &self.baseline.rules[*position as usize];
                     if rule_matches(rule, edge) {
                         if !rule.expired(now) {
-                            return Verdict::Allowed(*position as usize);
+                            return RuleMatch::Allowed(*position as usize);
                         }
                         expired.get_or_insert(*position as usize);
                     }
                 }
             }
         }
-        expired.map_or(Verdict::Unauthorized, Verdict::Expired)
+        expired.map_or(RuleMatch::Unauthorized, RuleMatch::Expired)
     }
 }
 
@@ -243,17 +260,17 @@ pub fn rule_matches(rule: &Rule, edge: &ObservedEdge) -> bool {
 
 /// The same verdict by looking at every rule: the reference the compiled
 /// matcher is tested and benchmarked against.
-pub fn judge_linear(baseline: &Baseline, edge: &ObservedEdge, now: SystemTime) -> Verdict {
+pub fn judge_linear(baseline: &Baseline, edge: &ObservedEdge, now: SystemTime) -> RuleMatch {
     let mut expired = None;
     for (position, rule) in baseline.rules.iter().enumerate() {
         if rule_matches(rule, edge) {
             if !rule.expired(now) {
-                return Verdict::Allowed(position);
+                return RuleMatch::Allowed(position);
             }
             expired.get_or_insert(position);
         }
     }
-    expired.map_or(Verdict::Unauthorized, Verdict::Expired)
+    expired.map_or(RuleMatch::Unauthorized, RuleMatch::Expired)
 }
 
 /// The rules that come nearest to allowing `edge`, with why each does not
@@ -303,4 +320,23 @@ pub fn mismatches(rule: &Rule, edge: &ObservedEdge, now: SystemTime) -> Vec<Stri
         reasons.push("expired".into());
     }
     reasons
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_have_one_name_each() {
+        for verdict in [
+            Verdict::Allowed,
+            Verdict::ExpiredRule,
+            Verdict::Unauthorized,
+        ] {
+            assert_eq!(
+                serde_json::to_value(verdict).ok(),
+                Some(serde_json::Value::from(verdict.as_str()))
+            );
+        }
+    }
 }

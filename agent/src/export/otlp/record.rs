@@ -12,8 +12,8 @@ use opentelemetry_sdk::logs::{SdkLogRecord, SdkLogger};
 use serde::{Deserialize, Serialize};
 
 use eastwatch_policy::{
-    alert::{Alert, AlertKind, LATERAL_MOVEMENT, Mode, Severity},
-    flow::{Direction, Family},
+    alert::{Alert, AlertKind, LATERAL_MOVEMENT, Severity},
+    flow::Direction,
     identity::{Identity, ResolvedEnd, WorkloadKind},
     timestamp::rfc3339,
 };
@@ -195,24 +195,12 @@ pub fn from_alert(alert: &Alert, observed: SystemTime) -> OtlpRecord {
     let mut a = Attributes(Vec::new());
     a.str("eastwatch.alert.kind", alert.kind.as_str());
     a.str("eastwatch.alert.severity", alert.severity.as_str());
-    a.str(
-        "eastwatch.mode",
-        match alert.mode {
-            Mode::Learn => "learn",
-            Mode::Monitor => "monitor",
-        },
-    );
+    a.str("eastwatch.mode", alert.mode.as_str());
     if let Some(flow) = &alert.flow {
         a.address("source", flow.source);
         a.address("destination", flow.destination);
         a.str("network.transport", flow.transport.to_string());
-        a.str(
-            "network.type",
-            match flow.family {
-                Family::Ipv4 => "ipv4",
-                Family::Ipv6 => "ipv6",
-            },
-        );
+        a.str("network.type", flow.family.as_str());
         a.str("eastwatch.flow.outcome", flow.outcome.to_string());
         a.str("eastwatch.flow.observed", flow.observed.to_string());
         a.int(
@@ -239,7 +227,7 @@ pub fn from_alert(alert: &Alert, observed: SystemTime) -> OtlpRecord {
     if let Some(destination) = &alert.destination {
         a.identity("eastwatch.destination", destination);
     }
-    a.opt("eastwatch.verdict", alert.verdict.clone());
+    a.opt("eastwatch.verdict", alert.verdict.map(|v| v.as_str()));
     a.opt("eastwatch.rule", alert.rule.clone());
     a.opt("eastwatch.baseline.digest", alert.baseline_digest.clone());
     if let Some(technique) = &alert.technique {
@@ -308,8 +296,8 @@ mod tests {
 
     use super::*;
     use eastwatch_policy::{
-        alert::{FlowFacts, Technique},
-        flow::{Outcome, Process, ProcessSource, Transport},
+        alert::{AlertVerdict, FlowFacts, Mode, Technique},
+        flow::{Family, Outcome, Process, ProcessSource, Transport},
         identity::{PodRef, Workload},
     };
 
@@ -363,7 +351,7 @@ mod tests {
             }),
             source: Some(source),
             destination: Some(workload("db", WorkloadKind::StatefulSet)),
-            verdict: Some("unauthorized".into()),
+            verdict: Some(AlertVerdict::Unauthorized),
             rule: None,
             baseline_digest: Some("sha256:abc".into()),
             technique: Some(Technique {
