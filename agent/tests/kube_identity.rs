@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use eastwatch::identity::{IdentityArgs, IdentityResolver, Resolve, kube::store::SyncState};
+use eastwatch::identity::{IdentityArgs, IdentityResolver, kube::store::SyncState};
 use eastwatch_policy::{
     flow::{Direction, Flow, FlowKey, NetnsRef, Process, ProcessSource, Transport},
     identity::{Identity, ResolvedEnd, ResolvedFlow},
@@ -197,7 +197,7 @@ fn id(end: &ResolvedEnd) -> String {
 
 fn resolve_remote(resolver: &IdentityResolver, ip: &str) -> ResolvedEnd {
     resolver
-        .resolve(&flow(
+        .resolve(flow(
             &pod_cgroup(FRONTEND_UID),
             Direction::Egress,
             ip,
@@ -215,7 +215,7 @@ async fn both_ends_of_pod_service_node_and_external_flows() {
     synced(&resolver).await;
 
     // frontend → api's pod IP.
-    let direct: ResolvedFlow = resolver.resolve(&flow(
+    let direct: ResolvedFlow = resolver.resolve(flow(
         &pod_cgroup(FRONTEND_UID),
         Direction::Egress,
         "10.1.0.3",
@@ -277,7 +277,7 @@ async fn both_ends_of_pod_service_node_and_external_flows() {
 
     // api's side: ingress from frontend's pod IP (api runs on node-b: the
     // cluster-wide pod watch knows it).
-    let ingress = resolver.resolve(&flow(
+    let ingress = resolver.resolve(flow(
         &pod_cgroup(API_UID),
         Direction::Ingress,
         "10.1.0.2",
@@ -301,7 +301,7 @@ async fn both_ends_of_pod_service_node_and_external_flows() {
         "{looped:#?}"
     );
     let host_netns = eastwatch::sockets::netns::current_cookie().expect("cookie");
-    let on_host = resolver.resolve(&flow(
+    let on_host = resolver.resolve(flow(
         "/system.slice/kubelet.service",
         Direction::Egress,
         "127.0.0.1",
@@ -318,7 +318,7 @@ async fn both_ends_of_pod_service_node_and_external_flows() {
     );
 
     // A hostNetwork pod: itself by its cgroup, its node by its address.
-    let host_pod = resolver.resolve(&flow(
+    let host_pod = resolver.resolve(flow(
         &pod_cgroup(NODE_AGENT_UID),
         Direction::Egress,
         "10.1.0.3",
@@ -335,7 +335,7 @@ async fn both_ends_of_pod_service_node_and_external_flows() {
         "no revision labels"
     );
     assert_eq!(id(&resolve_remote(&resolver, "192.0.2.1")), "node:node-a");
-    let host_looped = resolver.resolve(&flow(
+    let host_looped = resolver.resolve(flow(
         &pod_cgroup(NODE_AGENT_UID),
         Direction::Egress,
         "127.0.0.1",
@@ -349,7 +349,7 @@ async fn both_ends_of_pod_service_node_and_external_flows() {
     );
 
     // A pod cgroup nobody knows.
-    let stranger = resolver.resolve(&flow(
+    let stranger = resolver.resolve(flow(
         &pod_cgroup("00000000-0000-4000-8000-000000000000"),
         Direction::Egress,
         "10.1.0.3",
@@ -446,7 +446,7 @@ async fn follows_added_modified_deleted_bookmarks_and_relists_after_410() {
     );
     let resolved = eventually(
         "the job pod resolves",
-        || resolver.resolve(&job_flow),
+        || resolver.resolve(job_flow.clone()),
         |r| id(&r.local) == "workload:shop/cronjob/nightly",
     )
     .await;
@@ -495,7 +495,7 @@ async fn follows_added_modified_deleted_bookmarks_and_relists_after_410() {
     let gone = eventually(
         "the frontend pod is gone",
         || {
-            resolver.resolve(&flow(
+            resolver.resolve(flow(
                 &pod_cgroup(FRONTEND_UID),
                 Direction::Egress,
                 "10.1.0.4",
@@ -536,7 +536,7 @@ async fn follows_added_modified_deleted_bookmarks_and_relists_after_410() {
         .delete(Resource::Pods, "shop", "nightly-29384756-abcde");
     eventually(
         "the job pod is deleted",
-        || resolver.resolve(&job_flow),
+        || resolver.resolve(job_flow.clone()),
         |r| matches!(r.local.identity, Identity::Unknown { .. }),
     )
     .await;
@@ -630,7 +630,7 @@ async fn an_api_server_never_reached_leaves_pods_unknown_with_the_reason() {
         },
     )
     .await;
-    let resolved = resolver.resolve(&flow(
+    let resolved = resolver.resolve(flow(
         &pod_cgroup(FRONTEND_UID),
         Direction::Egress,
         "10.1.0.3",
@@ -666,7 +666,7 @@ async fn without_kubernetes_hosts_and_the_inventory_name_the_ends() {
         ..IdentityArgs::default()
     };
     let resolver = IdentityResolver::start(&args).await.expect("start");
-    let served = resolver.resolve(&flow(
+    let served = resolver.resolve(flow(
         "/system.slice/api.service",
         Direction::Ingress,
         "10.9.0.1",
@@ -683,7 +683,7 @@ async fn without_kubernetes_hosts_and_the_inventory_name_the_ends() {
         served.remote.unresolved.as_deref(),
         Some("not in the inventory; Kubernetes is off (turned off with --no-kubernetes)")
     );
-    let via_service = resolver.resolve(&flow(
+    let via_service = resolver.resolve(flow(
         &format!("/system.slice/docker-{CONTAINER}.scope"),
         Direction::Egress,
         "10.9.96.10",
@@ -699,7 +699,7 @@ async fn without_kubernetes_hosts_and_the_inventory_name_the_ends() {
         via_service.remote.service.as_ref().map(|s| s.name.as_str()),
         Some("api")
     );
-    let pod = resolver.resolve(&flow(
+    let pod = resolver.resolve(flow(
         &pod_cgroup(API_UID),
         Direction::Egress,
         "10.9.0.3",

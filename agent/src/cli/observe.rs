@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::SensorArgs;
-use crate::{export::ExportArgs, identity::IdentityArgs, observe::output::Format};
+use crate::{export::ExportArgs, identity::IdentityArgs, sinks::printer::Format};
 
 #[derive(Debug, Args)]
 pub struct ObserveArgs {

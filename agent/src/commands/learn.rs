@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use eastwatch_policy::{alert::Mode, config::Scopes, judge::JudgeConfig};
 
 use super::{CommandSetup, start_agent};
-use crate::{baseline::runtime::LearnFiles, cli::LearnArgs};
+use crate::{cli::LearnArgs, pipeline::policy::LearnFiles};
 
 pub async fn run(args: LearnArgs) -> anyhow::Result<ExitCode> {
     start_agent(

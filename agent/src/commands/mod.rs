@@ -9,13 +9,19 @@ mod run;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
+use anyhow::Context as _;
 use eastwatch_policy::{config::Scopes, exclude::Exclusions, judge::JudgeConfig};
 
 use crate::{
-    baseline::runtime::{self, LearnFiles, RunSetup},
     cli::{AgentArgs, Command},
     export::health,
     identity::{IdentityArgs, IdentityResolver},
+    pipeline::{
+        self, Setup,
+        policy::{LearnFiles, PolicySetup, PolicyStage},
+        status,
+    },
+    sinks::{AlertSink, jsonl::JsonLinesSink},
 };
 
 /// Runs `command` to its end.
@@ -49,27 +55,36 @@ struct CommandSetup {
 /// Starts identity (synced first), the sensor and export, and runs
 /// `command` until it ends.
 async fn start_agent(args: AgentArgs, command: CommandSetup) -> anyhow::Result<ExitCode> {
+    crate::privileges::check(command.command)?;
     let resolver = synced_resolver(&args.identity).await?;
-    let site = resolver.site().clone();
-    let setup = RunSetup {
-        command: command.command,
-        sensor: args.sensor.config(),
-        duration: command.duration,
+    let stage = PolicyStage::new(PolicySetup {
         scopes: command.scopes,
         baseline: command.baseline,
         judge: JudgeConfig {
-            node: site.node_or_host(),
+            node: resolver.site().node_or_host(),
             ..command.judge
         },
-        alerts_file: command.alerts_file,
         learn: command.learn,
         config: command.config,
         checkpoint_every: command.checkpoint_every,
-        export: args.export,
-        site,
         exclusions: Exclusions::new(&args.exclude_cgroups),
-    };
-    runtime::run(setup, Box::new(resolver)).await?;
+    })?;
+    let mut sinks: Vec<Box<dyn AlertSink>> = vec![Box::new(JsonLinesSink::stdout())];
+    if let Some(path) = &command.alerts_file {
+        sinks.push(Box::new(JsonLinesSink::file(path).with_context(|| {
+            format!("opening the alerts file {}", path.display())
+        })?));
+    }
+    pipeline::run(Setup {
+        command: command.command,
+        sensor: args.sensor.config(),
+        duration: command.duration,
+        resolver,
+        export: args.export,
+        sinks,
+        stage,
+    })
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -84,6 +99,6 @@ async fn synced_resolver(args: &IdentityArgs) -> anyhow::Result<IdentityResolver
             args.identity_sync_timeout
         );
     }
-    runtime::status(serde_json::json!({"event": "identity", "identity": status}));
+    status::print(serde_json::json!({"event": "identity", "identity": status}));
     Ok(resolver)
 }

@@ -4,16 +4,24 @@ use std::process::ExitCode;
 
 use crate::{
     cli::ObserveArgs,
-    observe::{self, ObserveOptions},
+    identity::IdentityResolver,
+    pipeline::{self, Setup, print::PrintStage},
 };
 
 pub async fn run(args: ObserveArgs) -> anyhow::Result<ExitCode> {
-    observe::run(ObserveOptions {
-        duration: args.duration,
-        format: args.format,
+    crate::privileges::check("observe")?;
+    // Identity sources before the programs: the Kubernetes watches list
+    // while the programs load.
+    let resolver = IdentityResolver::start(&args.identity).await?;
+    pipeline::run(Setup {
+        command: "observe",
         sensor: args.sensor.config(),
-        identity: args.identity,
+        duration: args.duration,
+        stage: PrintStage::new(args.format, resolver.clone()),
+        resolver,
         export: args.export,
+        // Flows go to stdout; alerts (kernel losses) only to export.
+        sinks: Vec::new(),
     })
     .await?;
     Ok(ExitCode::SUCCESS)

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use eastwatch_policy::{config, judge::JudgeConfig};
 
 use super::{CommandSetup, start_agent};
-use crate::{baseline::runtime::LearnFiles, cli::RunArgs};
+use crate::{cli::RunArgs, pipeline::policy::LearnFiles};
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let agent = config::load(&args.config).map_err(|rejected| anyhow::anyhow!("{rejected}"))?;

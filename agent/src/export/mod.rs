@@ -3,13 +3,13 @@
 //! metrics, and the liveness/readiness endpoints.
 //!
 //! alert ─ [`otlp::record`] (mapping) ─ [`spool`] (disk, bounded) ─
-//! [`pipeline`] sender (OTLP log exporter, ack, delete) ─ collector
+//! [`sender`] (OTLP log exporter, ack, delete) ─ collector
 
 pub mod health;
 pub mod metrics;
 pub mod options;
 pub mod otlp;
-pub mod pipeline;
+pub mod sender;
 pub mod spool;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -22,11 +22,11 @@ use self::{
     health::Health,
     metrics::{Metrics, MetricsSink},
     otlp::OtlpSettings,
-    pipeline::{AlertQueue, OtlpSink},
+    sender::{AlertQueue, OtlpSink},
 };
 use crate::{identity::Site, sinks::AlertSink};
 
-/// Export while a command runs: the OTLP alert pipeline (when configured),
+/// Export while a command runs: the OTLP alert sender (when configured),
 /// metrics (no-ops without a collector) and the health endpoints.
 pub struct Export {
     pub metrics: Metrics,
@@ -87,7 +87,7 @@ impl Export {
                 let spool = spool::Spool::open(&args.spool_dir, args.spool_max_bytes)
                     .with_context(|| format!("opening the spool {}", args.spool_dir.display()))?;
                 let queue = Arc::new(AlertQueue::new(spool, site.clone(), metrics.clone()));
-                let sender = tokio::spawn(pipeline::run_sender(queue.clone(), exporter));
+                let sender = tokio::spawn(sender::run_sender(queue.clone(), exporter));
                 (Some(queue), Some(sender))
             }
             None => (None, None),
@@ -126,14 +126,14 @@ impl Export {
     }
 
     /// What the spool holds and has given up, for the summary line.
-    pub fn stats(&self) -> Option<pipeline::QueueStats> {
+    pub fn stats(&self) -> Option<sender::QueueStats> {
         self.queue.as_ref().map(|q| q.stats())
     }
 
     /// Drains the spool (for at most `drain`), then stops the sender and
     /// flushes metrics. Alerts still spooled stay on disk for the next
-    /// start. Returns the pipeline's final accounting.
-    pub async fn shutdown(mut self, drain: Duration) -> Option<pipeline::QueueStats> {
+    /// start. Returns the sender's final accounting.
+    pub async fn shutdown(mut self, drain: Duration) -> Option<sender::QueueStats> {
         if let Some(queue) = &self.queue {
             let drained = queue.drained(drain).await;
             if !drained {

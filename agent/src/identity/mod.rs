@@ -9,10 +9,3 @@ pub mod resolver;
 pub mod site;
 
 pub use self::{options::IdentityArgs, resolver::IdentityResolver, site::Site};
-
-use eastwatch_policy::{flow::Flow, identity::ResolvedFlow};
-
-/// Resolves flows' ends; lookups only (sources update in the background).
-pub trait Resolve {
-    fn resolve(&self, flow: &Flow) -> ResolvedFlow;
-}

@@ -35,7 +35,6 @@ use eastwatch_policy::{
 };
 
 use super::{
-    Resolve,
     cgroup_path::{self, CgroupOwner},
     inventory::{AddressMatch, Inventory},
     kube::{
@@ -257,19 +256,19 @@ pub struct ResourceStatus {
     pub detail: Option<String>,
 }
 
-impl Resolve for IdentityResolver {
-    fn resolve(&self, flow: &Flow) -> ResolvedFlow {
-        let local = self.local(flow);
-        let remote = self.remote(flow, &local);
+impl IdentityResolver {
+    /// Both ends of `flow`: lookups only (the sources update in the
+    /// background).
+    pub fn resolve(&self, flow: Flow) -> ResolvedFlow {
+        let local = self.local(&flow);
+        let remote = self.remote(&flow, &local);
         ResolvedFlow {
-            flow: flow.clone(),
+            flow,
             local,
             remote,
         }
     }
-}
 
-impl IdentityResolver {
     fn workload_end(&self, workload: &Workload) -> ResolvedEnd {
         ResolvedEnd {
             spiffe_id: Some(workload.spiffe_id(&self.inner.trust_domain)),

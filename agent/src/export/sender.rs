@@ -1,4 +1,4 @@
-//! The OTLP alert pipeline: [`OtlpSink`] maps each alert and appends it to
+//! The OTLP alert sender: [`OtlpSink`] maps each alert and appends it to
 //! the spool (quick, local); [`run_sender`] reads the spool in order,
 //! hands batches to the OTLP log exporter and acknowledges them in the
 //! spool only once the collector has accepted them. When the collector is
@@ -48,7 +48,7 @@ struct Overflow {
     monitor: bool,
 }
 
-/// What the pipeline has done, for the summary and readiness.
+/// What the sender has done, for the summary and readiness.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct QueueStats {
     /// Alerts spooled, not yet accepted by the collector.

@@ -3,10 +3,7 @@
 //! the `..data` symlink) are both seen. A change is applied only when its
 //! contents changed and it passes every check.
 
-use std::{
-    collections::BTreeSet,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeSet, path::PathBuf};
 
 use anyhow::Context as _;
 use notify::{RecursiveMode, Watcher as _};
@@ -19,7 +16,14 @@ pub struct FileWatch {
     pub events: mpsc::UnboundedReceiver<()>,
 }
 
-pub fn watch(files: &[&Path]) -> anyhow::Result<FileWatch> {
+impl FileWatch {
+    /// Forgets the events so far (one reload answers them all).
+    pub fn drain(&mut self) {
+        while self.events.try_recv().is_ok() {}
+    }
+}
+
+pub fn watch(files: &[PathBuf]) -> anyhow::Result<FileWatch> {
     let (tx, events) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok() {

@@ -1,5 +1,5 @@
 //! How `observe` prints: JSON lines for machines, one line per event for
-//! people. The JSON fields are documented in the README.
+//! people. docs/observe.md documents the JSON fields.
 
 use std::{
     io::{self, BufWriter, Stdout, Write},
@@ -8,7 +8,7 @@ use std::{
 };
 
 use eastwatch_policy::{
-    flow::{CgroupRef, Direction, Family, Flow, NetnsRef, Origin, Outcome, Process, Transport},
+    flow::{CgroupRef, Direction, Family, NetnsRef, Origin, Outcome, Process, Transport},
     identity::{Identity, PodRef, ResolvedEnd, ResolvedFlow, ServiceRef},
     timestamp::rfc3339,
 };
@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::{
     identity::resolver::IdentityStatus,
     kernel::counters::KernelCounters,
-    sensor::{AgentStats, LossReport, Observation, Startup},
+    sensor::{AgentStats, LossReport, Startup},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -30,16 +30,15 @@ pub enum Format {
 struct Endpoint<'a> {
     address: std::net::IpAddr,
     port: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    identity: Option<IdentityRecord<'a>>,
+    identity: IdentityRecord<'a>,
 }
 
 impl<'a> Endpoint<'a> {
-    fn new(addr: SocketAddr, end: Option<&'a ResolvedEnd>) -> Self {
+    fn new(addr: SocketAddr, end: &'a ResolvedEnd) -> Self {
         Self {
             address: addr.ip(),
             port: addr.port(),
-            identity: end.map(IdentityRecord::from),
+            identity: IdentityRecord::from(end),
         }
     }
 }
@@ -104,12 +103,8 @@ struct FlowRecord<'a> {
 }
 
 impl<'a> FlowRecord<'a> {
-    fn new(
-        flow: &'a Flow,
-        resolved: Option<&'a ResolvedFlow>,
-        timestamp: SystemTime,
-        delta: Option<u64>,
-    ) -> Self {
+    fn new(resolved: &'a ResolvedFlow, timestamp: SystemTime, delta: Option<u64>) -> Self {
+        let flow = &resolved.flow;
         Self {
             timestamp: rfc3339(timestamp),
             origin: flow.origin,
@@ -117,8 +112,8 @@ impl<'a> FlowRecord<'a> {
             transport: flow.key.transport,
             family: flow.key.family(),
             outcome: flow.key.outcome,
-            local: Endpoint::new(flow.local, resolved.map(|r| &r.local)),
-            remote: Endpoint::new(flow.remote, resolved.map(|r| &r.remote)),
+            local: Endpoint::new(flow.local, &resolved.local),
+            remote: Endpoint::new(flow.remote, &resolved.remote),
             service_port: flow.key.service_port,
             cgroup: &flow.owner,
             process: flow.process.as_ref(),
@@ -167,9 +162,6 @@ pub struct Printer<W: Write> {
     out: W,
     format: Format,
 }
-
-/// An observation with its ends resolved (flows and counts; never losses).
-pub type Resolved = (Observation, Option<ResolvedFlow>);
 
 impl Printer<BufWriter<Stdout>> {
     pub fn stdout(format: Format) -> Self {
@@ -230,39 +222,45 @@ impl<W: Write> Printer<W> {
         self.out.flush()
     }
 
-    pub fn observations(&mut self, observations: &[Resolved]) -> io::Result<()> {
-        if observations.is_empty() {
-            return Ok(());
+    /// A flow seen for the first time.
+    pub fn flow(&mut self, flow: &ResolvedFlow) -> io::Result<()> {
+        let at = flow.flow.first_seen;
+        match self.format {
+            Format::Json => self.json(&Record::Flow(FlowRecord::new(flow, at, None))),
+            Format::Text => writeln!(self.out, "{}", text_line(flow, at, "new")),
         }
-        let now = SystemTime::now();
-        for (observation, resolved) in observations {
-            let resolved = resolved.as_ref();
-            match (self.format, observation) {
-                (Format::Json, Observation::Flow(flow)) => self.json(&Record::Flow(
-                    FlowRecord::new(flow, resolved, flow.first_seen, None),
-                ))?,
-                (Format::Json, Observation::Count(update)) => self.json(&Record::FlowUpdate(
-                    FlowRecord::new(&update.flow, resolved, now, Some(update.delta)),
-                ))?,
-                (Format::Json, Observation::Loss(report)) => self.json(&Record::Loss {
-                    timestamp: rfc3339(now),
-                    report,
-                })?,
-                (Format::Text, Observation::Flow(flow)) => {
-                    let line = text_line(flow, resolved, flow.first_seen, "new");
-                    writeln!(self.out, "{line}")?
-                }
-                (Format::Text, Observation::Count(update)) => {
-                    let line = text_line(&update.flow, resolved, now, "more");
-                    writeln!(self.out, "{line} (+{})", update.delta)?
-                }
-                (Format::Text, Observation::Loss(report)) => {
-                    let losses: Vec<String> =
-                        report.new.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    writeln!(self.out, "{} LOST {}", rfc3339(now), losses.join(" "))?
-                }
+    }
+
+    /// More occurrences of a known flow, counted at `now`.
+    pub fn flow_update(
+        &mut self,
+        flow: &ResolvedFlow,
+        delta: u64,
+        now: SystemTime,
+    ) -> io::Result<()> {
+        match self.format {
+            Format::Json => self.json(&Record::FlowUpdate(FlowRecord::new(flow, now, Some(delta)))),
+            Format::Text => writeln!(self.out, "{} (+{delta})", text_line(flow, now, "more")),
+        }
+    }
+
+    /// What the kernel lost, reported at `now`.
+    pub fn loss(&mut self, report: &LossReport, now: SystemTime) -> io::Result<()> {
+        match self.format {
+            Format::Json => self.json(&Record::Loss {
+                timestamp: rfc3339(now),
+                report,
+            }),
+            Format::Text => {
+                let losses: Vec<String> =
+                    report.new.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                writeln!(self.out, "{} LOST {}", rfc3339(now), losses.join(" "))
             }
         }
+    }
+
+    /// Writes out what the observations of a batch printed.
+    pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 
@@ -337,7 +335,8 @@ fn end_text(end: &ResolvedEnd) -> String {
     text
 }
 
-fn text_line(flow: &Flow, resolved: Option<&ResolvedFlow>, at: SystemTime, what: &str) -> String {
+fn text_line(resolved: &ResolvedFlow, at: SystemTime, what: &str) -> String {
+    let flow = &resolved.flow;
     let owner = match (&flow.owner.path, flow.owner.unknown) {
         (Some(path), _) => path.to_string(),
         (None, Some(reason)) => format!("unknown:{reason:?}"),
@@ -352,9 +351,11 @@ fn text_line(flow: &Flow, resolved: Option<&ResolvedFlow>, at: SystemTime, what:
         Direction::Egress => "->",
         Direction::Ingress => "<-",
     };
-    let identities = resolved
-        .map(|r| format!(" | {} {arrow} {}", end_text(&r.local), end_text(&r.remote)))
-        .unwrap_or_default();
+    let identities = format!(
+        " | {} {arrow} {}",
+        end_text(&resolved.local),
+        end_text(&resolved.remote)
+    );
     format!(
         "{} {what:4} {:7} {} {:11} {} {arrow} {} cgroup={owner}{process} count={}{identities}",
         rfc3339(at),
