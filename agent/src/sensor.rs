@@ -230,6 +230,7 @@ impl Sensor {
             // SAFETY: the ring buffers own their map descriptors and keep
             // them open for as long as the AsyncFd holds them.
             flow_events: unsafe { AsyncFd::register(rings.flow_events)? },
+            // SAFETY: likewise for the cgroup events' ring buffer.
             cgroup_events: unsafe { AsyncFd::register(rings.cgroup_events)? },
             probe,
             registry,

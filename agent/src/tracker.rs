@@ -78,12 +78,9 @@ impl Default for FlowTracker {
 }
 
 impl FlowTracker {
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.flows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
     }
 
     /// Takes in a flow the kernel reported (`kernel_key` is the key as the

@@ -6,16 +6,16 @@
 //! `cargo test -p eastwatch --test identity_memory -- --nocapture` prints
 //! the figures; the bounds only catch a store that stopped being compact.
 
+// Test helpers fail the test by panicking, with the reason in the message.
+#![allow(clippy::expect_used)]
+
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     sync::atomic::{AtomicIsize, Ordering},
     time::SystemTime,
 };
 
-use eastwatch::identity::kube::{
-    convert,
-    store::{ClusterState, Record, ResourceKind},
-};
+use eastwatch::{ClusterState, Record, ResourceKind, convert};
 use eastwatch_policy::identity::WorkloadKind;
 use eastwatch_tests::kube_api::objects::{self, PodSpec};
 use k8s_openapi::api::{

@@ -3,13 +3,16 @@
 //! a local server that speaks the list/watch protocol with real-shaped
 //! objects.
 
+// Test helpers fail the test by panicking, with the reason in the message.
+#![allow(clippy::expect_used)]
+
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     time::{Duration, Instant, SystemTime},
 };
 
-use eastwatch::identity::{IdentityArgs, IdentityResolver, kube::store::SyncState};
+use eastwatch::{IdentityArgs, IdentityResolver, SyncState};
 use eastwatch_policy::{
     flow::{Direction, Flow, FlowKey, NetnsRef, Process, ProcessSource, Transport},
     identity::{Identity, ResolvedEnd, ResolvedFlow},
@@ -300,7 +303,7 @@ async fn both_ends_of_pod_service_node_and_external_flows() {
         "workload:shop/deployment/frontend",
         "{looped:#?}"
     );
-    let host_netns = eastwatch::sockets::netns::current_cookie().expect("cookie");
+    let host_netns = eastwatch::current_cookie().expect("cookie");
     let on_host = resolver.resolve(flow(
         "/system.slice/kubelet.service",
         Direction::Egress,

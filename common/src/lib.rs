@@ -195,13 +195,23 @@ pub mod names {
 mod user {
     use super::*;
 
-    // SAFETY: all of these are repr(C), made only of integers and arrays of
-    // integers, with explicit padding fields, so every bit pattern is valid.
+    // SAFETY: repr(C) of integers, integer arrays and explicit padding:
+    // every bit pattern is a valid value.
     unsafe impl aya::Pod for FlowKey {}
+    // SAFETY: repr(C) of integers, integer arrays and explicit padding:
+    // every bit pattern is a valid value.
     unsafe impl aya::Pod for FlowStats {}
+    // SAFETY: repr(C) of integers, integer arrays and explicit padding:
+    // every bit pattern is a valid value.
     unsafe impl aya::Pod for FlowEvent {}
+    // SAFETY: repr(C) of integers, integer arrays and explicit padding:
+    // every bit pattern is a valid value.
     unsafe impl aya::Pod for SocketOwner {}
+    // SAFETY: repr(C) of integers, integer arrays and explicit padding:
+    // every bit pattern is a valid value.
     unsafe impl aya::Pod for CgroupEvent {}
+    // SAFETY: repr(C) of integers, integer arrays and explicit padding:
+    // every bit pattern is a valid value.
     unsafe impl aya::Pod for UdpPeer {}
 }
 

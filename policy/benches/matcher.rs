@@ -2,6 +2,9 @@
 //! the same rules, for baselines of 10k and 100k edges. Run with
 //! `cargo xtask bench`.
 
+// A benchmark stops at the first thing that is not as it set it up.
+#![allow(clippy::expect_used)]
+
 use std::{
     collections::BTreeMap,
     hint::black_box,

@@ -153,10 +153,6 @@ impl Learner {
         self.edges.is_empty()
     }
 
-    pub fn edges(&self) -> impl Iterator<Item = &ObservedEdge> {
-        self.edges.keys()
-    }
-
     /// Takes in `count` occurrences of a flow; returns the edge when it is
     /// new.
     pub fn observe(

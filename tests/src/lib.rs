@@ -4,6 +4,9 @@
 //! Every test needs root (it loads eBPF programs and makes cgroups); the
 //! harness fails loudly without it rather than skipping.
 
+// A harness fails a test by panicking, with the reason in the message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod agent;
 pub mod cgroup;
 pub mod events;

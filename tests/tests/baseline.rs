@@ -8,6 +8,9 @@
 //! ingress). The assertions name edges through [`Tier`] helpers, so they
 //! switch to workload identities in one place.
 
+// Test helpers fail the test by panicking, with the reason in the message.
+#![allow(clippy::expect_used)]
+
 use std::{path::Path, process::Command, time::Duration};
 
 use eastwatch_tests::{

@@ -4,6 +4,9 @@
 //! the DaemonSet holds least privilege; RBAC is read-only; the ConfigMaps
 //! hold a config and a baseline the agent accepts.
 
+// Test helpers fail the test by panicking, with the reason in the message.
+#![allow(clippy::expect_used)]
+
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},

@@ -8,6 +8,9 @@
 //! `cgroup:<path>`, remote ends `external:<ip>`; `k8s.*` attributes of
 //! workloads are covered by the mapping's unit tests.
 
+// Test helpers fail the test by panicking, with the reason in the message.
+#![allow(clippy::expect_used)]
+
 use std::{
     collections::BTreeSet,
     process::Command,

@@ -3,5 +3,5 @@
 pub mod mount;
 pub mod registry;
 
-pub use mount::{Cgroup2Mount, MountError};
-pub use registry::{CgroupRegistry, Lookup};
+pub use mount::Cgroup2Mount;
+pub use registry::CgroupRegistry;

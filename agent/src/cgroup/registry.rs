@@ -80,10 +80,7 @@ impl CgroupRegistry {
         }
     }
 
-    pub fn mount(&self) -> &Cgroup2Mount {
-        &self.mount
-    }
-
+    #[cfg(test)]
     pub fn stats(&self) -> RegistryStats {
         self.stats
     }

@@ -31,7 +31,6 @@ use crate::{identity::Site, sinks::AlertSink};
 pub struct Export {
     pub metrics: Metrics,
     pub health: Arc<Health>,
-    pub site: Site,
     /// The health endpoints' bound address.
     pub health_addr: Option<SocketAddr>,
     queue: Option<Arc<AlertQueue>>,
@@ -64,7 +63,6 @@ impl Export {
             return Ok(Self {
                 metrics: Metrics::disabled(),
                 health,
-                site,
                 health_addr,
                 queue: None,
                 sender: None,
@@ -102,7 +100,6 @@ impl Export {
         Ok(Self {
             metrics,
             health,
-            site,
             health_addr,
             queue,
             sender,

@@ -40,10 +40,6 @@ impl JsonLinesSink {
             out: Box::new(file),
         })
     }
-
-    pub fn writer(out: Box<dyn Write + Send>) -> Self {
-        Self { out }
-    }
 }
 
 impl AlertSink for JsonLinesSink {

@@ -174,10 +174,6 @@ impl<W: Write> Printer<W> {
         Self { out, format }
     }
 
-    pub fn into_inner(self) -> W {
-        self.out
-    }
-
     fn json(&mut self, record: &Record<'_>) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, record)?;
         self.out.write_all(b"\n")

@@ -37,6 +37,7 @@ pub fn is_connected_tcp_state(state: u8) -> bool {
     matches!(state, 1 | 4 | 5 | 8 | 9 | 11)
 }
 /// UDP sockets report `TCP_CLOSE` unless connected (then ESTABLISHED).
+#[cfg(test)]
 pub const UDP_UNCONNECTED: u8 = 7;
 
 /// One socket from the dump.

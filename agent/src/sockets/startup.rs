@@ -55,10 +55,6 @@ impl ListenerTable {
     pub fn len(&self) -> usize {
         self.listeners.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.listeners.is_empty()
-    }
 }
 
 /// One namespace's sockets.

@@ -282,6 +282,7 @@ impl OtlpRecord {
         record
     }
 
+    #[cfg(test)]
     pub fn attribute(&self, key: &str) -> Option<&Value> {
         self.attributes
             .iter()

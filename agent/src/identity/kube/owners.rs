@@ -171,12 +171,4 @@ impl OwnerCache {
             entries.insert(key, entry);
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.entries.lock().map(|e| e.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

@@ -233,10 +233,6 @@ impl ClusterState {
         self.sync.get(&kind)
     }
 
-    pub fn statuses(&self) -> impl Iterator<Item = (ResourceKind, &SyncStatus)> {
-        self.sync.iter().map(|(k, s)| (*k, s))
-    }
-
     pub fn count(&self, kind: ResourceKind) -> usize {
         match kind {
             ResourceKind::LocalPods => self.local_pods.len(),
