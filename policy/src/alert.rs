@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     flow::{Direction, Family, Outcome, Process, Transport},
-    identity::ResolvedEnd,
+    identity::{ResolvedEnd, ResolvedFlow},
     timestamp::rfc3339,
 };
 
@@ -195,6 +195,25 @@ pub struct FlowFacts {
     pub count: u64,
     pub first_seen: SystemTime,
     pub last_seen: SystemTime,
+}
+
+impl FlowFacts {
+    /// The facts of `count` occurrences of `flow`, the last at `now`.
+    pub fn of(flow: &ResolvedFlow, count: u64, now: SystemTime) -> Self {
+        let (client, server) = (flow.client(), flow.server());
+        Self {
+            source: client.address,
+            destination: server.address,
+            transport: flow.flow.key.transport,
+            family: Family::of(server.address.ip()),
+            outcome: flow.flow.key.outcome,
+            observed: flow.flow.key.direction,
+            process: flow.flow.process.clone(),
+            count,
+            first_seen: flow.flow.first_seen.min(now),
+            last_seen: now,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

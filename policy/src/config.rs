@@ -27,7 +27,7 @@ use crate::{
     alert::Mode,
     baseline::{
         diag::{Diagnostic, Rejected},
-        format::{API_VERSION, Located, Selector},
+        format::{API_VERSION, Located, Pos, Selector},
         parse,
         selector::SelectorMatcher,
     },
@@ -161,85 +161,95 @@ pub fn from_str(text: &str, path: &Path) -> Result<AgentConfig, Rejected> {
 
 fn check(doc: AgentConfigDoc, path: &Path) -> Result<AgentConfig, Rejected> {
     let file = path.display().to_string();
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let resolve = |p: &str| dir.join(p);
     let mut errors = Vec::new();
+    let mut error = |at: Option<Pos>, message: String| {
+        errors.push(Diagnostic::error(&file, at, message));
+    };
     if doc.api_version.value != API_VERSION {
-        errors.push(Diagnostic::error(
-            &file,
+        error(
             doc.api_version.at,
             format!(
                 "apiVersion {:?} is not {API_VERSION}",
                 doc.api_version.value
             ),
-        ));
+        );
     }
     if doc.kind.value != CONFIG_KIND {
-        errors.push(Diagnostic::error(
-            &file,
+        error(
             doc.kind.at,
             format!("kind {:?} is not {CONFIG_KIND}", doc.kind.value),
-        ));
+        );
     }
-    let mut rules = Vec::new();
-    for (index, scope) in doc.spec.scopes.iter().enumerate() {
-        match SelectorMatcher::compile(&scope.selector) {
-            Ok(selector) => rules.push((selector, Mode::from(scope.mode))),
-            Err(why) => errors.push(Diagnostic::error(
-                &file,
-                scope.selector.at.or(scope.at),
-                format!("scopes[{index}].match: {why}"),
-            )),
-        }
-    }
-    let window = match &doc.spec.monitor.window {
-        Some(text) => match humantime::parse_duration(text) {
-            Ok(window) if !window.is_zero() => Some(window),
-            _ => {
-                errors.push(Diagnostic::error(
-                    &file,
-                    text.at,
-                    format!(
-                        "monitor.window {:?} is not a duration such as 10m",
-                        text.value
-                    ),
-                ));
-                None
-            }
-        },
-        None => None,
-    };
-    let scopes = Scopes {
-        default: doc.spec.default_mode.into(),
-        rules,
-    };
+    let scopes = check_scopes(&doc.spec, &mut error);
+    let window = check_window(&doc.spec.monitor, &mut error);
     if scopes.any(Mode::Monitor) && doc.spec.baseline.is_none() {
-        errors.push(Diagnostic::error(
-            &file,
+        error(
             None,
-            "spec.baseline is required when any scope monitors",
-        ));
+            "spec.baseline is required when any scope monitors".into(),
+        );
     }
     if scopes.any(Mode::Learn) && doc.spec.learn.out.is_none() {
-        errors.push(Diagnostic::error(
-            &file,
+        error(
             None,
-            "spec.learn.out is required when any scope learns",
-        ));
+            "spec.learn.out is required when any scope learns".into(),
+        );
     }
     if !errors.is_empty() {
         return Err(Rejected(errors));
     }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &str| dir.join(p);
+    let spec = &doc.spec;
     Ok(AgentConfig {
         scopes,
-        baseline: doc.spec.baseline.as_ref().map(|b| resolve(b)),
-        learn_out: doc.spec.learn.out.as_deref().map(resolve),
-        evidence: doc.spec.learn.evidence.as_deref().map(resolve),
-        checkpoint: doc.spec.learn.checkpoint.as_deref().map(resolve),
+        baseline: spec.baseline.as_ref().map(|b| resolve(b)),
+        learn_out: spec.learn.out.as_deref().map(resolve),
+        evidence: spec.learn.evidence.as_deref().map(resolve),
+        checkpoint: spec.learn.checkpoint.as_deref().map(resolve),
         window,
-        fan_out_threshold: doc.spec.monitor.fan_out_threshold,
-        alerts_file: doc.spec.monitor.alerts_file.as_deref().map(resolve),
+        fan_out_threshold: spec.monitor.fan_out_threshold,
+        alerts_file: spec.monitor.alerts_file.as_deref().map(resolve),
     })
+}
+
+/// The scopes' selectors compiled, in order; each that does not compile
+/// is an error.
+fn check_scopes(spec: &AgentSpec, error: &mut dyn FnMut(Option<Pos>, String)) -> Scopes {
+    let mut rules = Vec::new();
+    for (index, scope) in spec.scopes.iter().enumerate() {
+        match SelectorMatcher::compile(&scope.selector) {
+            Ok(selector) => rules.push((selector, Mode::from(scope.mode))),
+            Err(why) => error(
+                scope.selector.at.or(scope.at),
+                format!("scopes[{index}].match: {why}"),
+            ),
+        }
+    }
+    Scopes {
+        default: spec.default_mode.into(),
+        rules,
+    }
+}
+
+/// `monitor.window`, a duration above zero.
+fn check_window(
+    monitor: &MonitorSection,
+    error: &mut dyn FnMut(Option<Pos>, String),
+) -> Option<Duration> {
+    let text = monitor.window.as_ref()?;
+    match humantime::parse_duration(text) {
+        Ok(window) if !window.is_zero() => Some(window),
+        _ => {
+            error(
+                text.at,
+                format!(
+                    "monitor.window {:?} is not a duration such as 10m",
+                    text.value
+                ),
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]

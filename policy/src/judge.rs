@@ -13,7 +13,7 @@ use std::{
 use crate::{
     alert::{Alert, AlertKind, AlertVerdict, FlowFacts, Mode, Severity, Technique},
     baseline::matcher::{Matcher, ObservedEdge, RuleMatch, Verdict},
-    flow::{Direction, Family, Outcome, Transport},
+    flow::{Direction, Outcome, Transport},
     identity::{Identity, ResolvedFlow},
 };
 
@@ -461,18 +461,7 @@ impl Judge {
             ),
             mode: Mode::Monitor,
             node: self.config.node.clone(),
-            flow: Some(FlowFacts {
-                source: client.address,
-                destination: server.address,
-                transport: edge.transport,
-                family: Family::of(server.address.ip()),
-                outcome,
-                observed: flow.flow.key.direction,
-                process: flow.flow.process.clone(),
-                count,
-                first_seen: flow.flow.first_seen.min(now),
-                last_seen: now,
-            }),
+            flow: Some(FlowFacts::of(flow, count, now)),
             source: Some(client.end.clone()),
             destination: Some(server.end.clone()),
             verdict: Some(verdict),

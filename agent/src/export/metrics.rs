@@ -26,6 +26,81 @@ use crate::sinks::{AlertSink, SinkError};
 /// Distinct workload labels before the rest are folded into `other`.
 pub const MAX_WORKLOADS: usize = 512;
 
+/// An instrument: name, unit and description (docs/alerts.md lists them).
+type Instrument = (&'static str, &'static str, &'static str);
+
+const FLOWS_OBSERVED: Instrument = (
+    "eastwatch.flows.observed",
+    "{occurrence}",
+    "Flow occurrences observed, by local workload",
+);
+
+const FLOWS_JUDGED: Instrument = (
+    "eastwatch.flows.judged",
+    "{occurrence}",
+    "Flow occurrences judged against the baseline, by local workload and verdict",
+);
+
+const ALERTS: Instrument = (
+    "eastwatch.alerts",
+    "{alert}",
+    "Alerts raised, by kind and severity",
+);
+
+const KERNEL_EVENTS_LOST: Instrument = (
+    "eastwatch.kernel.events.lost",
+    "{event}",
+    "Kernel events lost, by loss counter",
+);
+
+const FLOW_MAP_ENTRIES: Instrument = (
+    "eastwatch.kernel.flow_map.entries",
+    "{entry}",
+    "Edges in the kernel's flow map at the last read",
+);
+
+const FLOW_MAP_CAPACITY: Instrument = (
+    "eastwatch.kernel.flow_map.capacity",
+    "{entry}",
+    "Edges the kernel's flow map holds before evicting",
+);
+
+const IDENTITY_FAILURES: Instrument = (
+    "eastwatch.identity.resolution_failures",
+    "{end}",
+    "Flow ends that resolved only to a fallback identity, by end",
+);
+
+const BASELINE_RELOADS: Instrument = (
+    "eastwatch.baseline.reloads",
+    "{reload}",
+    "Baseline and config reloads, by file and result",
+);
+
+const SPOOL_BYTES: Instrument = (
+    "eastwatch.spool.size",
+    "By",
+    "Bytes of alerts waiting in the on-disk spool",
+);
+
+const SPOOL_DROPPED: Instrument = (
+    "eastwatch.spool.dropped",
+    "{alert}",
+    "Alerts refused by the full spool, by kind",
+);
+
+const ALERTS_EXPORTED: Instrument = (
+    "eastwatch.alerts.exported",
+    "{alert}",
+    "Alerts the collector accepted",
+);
+
+const EXPORT_FAILURES: Instrument = (
+    "eastwatch.export.failures",
+    "{call}",
+    "OTLP log export calls that failed (and were retried)",
+);
+
 #[derive(Clone)]
 pub struct Metrics {
     flows_observed: Counter<u64>,
@@ -75,14 +150,14 @@ impl Metrics {
     }
 
     fn from_meter(meter: &Meter) -> Self {
-        let counter = |name: &'static str, unit: &'static str, description: &'static str| {
+        let counter = |(name, unit, description): Instrument| {
             meter
                 .u64_counter(name)
                 .with_unit(unit)
                 .with_description(description)
                 .build()
         };
-        let gauge = |name: &'static str, unit: &'static str, description: &'static str| {
+        let gauge = |(name, unit, description): Instrument| {
             meter
                 .u64_gauge(name)
                 .with_unit(unit)
@@ -90,66 +165,18 @@ impl Metrics {
                 .build()
         };
         Self {
-            flows_observed: counter(
-                "eastwatch.flows.observed",
-                "{occurrence}",
-                "Flow occurrences observed, by local workload",
-            ),
-            flows_judged: counter(
-                "eastwatch.flows.judged",
-                "{occurrence}",
-                "Flow occurrences judged against the baseline, by local workload and verdict",
-            ),
-            alerts: counter(
-                "eastwatch.alerts",
-                "{alert}",
-                "Alerts raised, by kind and severity",
-            ),
-            kernel_events_lost: counter(
-                "eastwatch.kernel.events.lost",
-                "{event}",
-                "Kernel events lost, by loss counter",
-            ),
-            flow_map_entries: gauge(
-                "eastwatch.kernel.flow_map.entries",
-                "{entry}",
-                "Edges in the kernel's flow map at the last read",
-            ),
-            flow_map_capacity: gauge(
-                "eastwatch.kernel.flow_map.capacity",
-                "{entry}",
-                "Edges the kernel's flow map holds before evicting",
-            ),
-            identity_failures: counter(
-                "eastwatch.identity.resolution_failures",
-                "{end}",
-                "Flow ends that resolved only to a fallback identity, by end",
-            ),
-            baseline_reloads: counter(
-                "eastwatch.baseline.reloads",
-                "{reload}",
-                "Baseline and config reloads, by file and result",
-            ),
-            spool_bytes: gauge(
-                "eastwatch.spool.size",
-                "By",
-                "Bytes of alerts waiting in the on-disk spool",
-            ),
-            spool_dropped: counter(
-                "eastwatch.spool.dropped",
-                "{alert}",
-                "Alerts refused by the full spool, by kind",
-            ),
-            alerts_exported: counter(
-                "eastwatch.alerts.exported",
-                "{alert}",
-                "Alerts the collector accepted",
-            ),
-            export_failures: counter(
-                "eastwatch.export.failures",
-                "{call}",
-                "OTLP log export calls that failed (and were retried)",
-            ),
+            flows_observed: counter(FLOWS_OBSERVED),
+            flows_judged: counter(FLOWS_JUDGED),
+            alerts: counter(ALERTS),
+            kernel_events_lost: counter(KERNEL_EVENTS_LOST),
+            flow_map_entries: gauge(FLOW_MAP_ENTRIES),
+            flow_map_capacity: gauge(FLOW_MAP_CAPACITY),
+            identity_failures: counter(IDENTITY_FAILURES),
+            baseline_reloads: counter(BASELINE_RELOADS),
+            spool_bytes: gauge(SPOOL_BYTES),
+            spool_dropped: counter(SPOOL_DROPPED),
+            alerts_exported: counter(ALERTS_EXPORTED),
+            export_failures: counter(EXPORT_FAILURES),
             workloads: Arc::new(Mutex::new(HashSet::new())),
         }
     }

@@ -16,7 +16,10 @@ use std::{
 
 use opentelemetry::{InstrumentationScope, logs::LoggerProvider as _};
 use opentelemetry_otlp::LogExporter;
-use opentelemetry_sdk::logs::{LogBatch, LogExporter as _, SdkLogRecord, SdkLoggerProvider};
+use opentelemetry_sdk::{
+    error::{OTelSdkError, OTelSdkResult},
+    logs::{LogBatch, LogExporter as _, SdkLogRecord, SdkLogger, SdkLoggerProvider},
+};
 use serde::Serialize;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
@@ -26,7 +29,7 @@ use eastwatch_policy::alert::{Alert, AlertContext, Mode, SpoolOverflow};
 use super::{
     metrics::Metrics,
     otlp::record,
-    spool::{SYNC_EVERY, Spool, SpoolError},
+    spool::{SYNC_EVERY, Spool, SpoolError, Spooled},
 };
 use crate::{
     identity::Site,
@@ -260,105 +263,155 @@ fn scope() -> InstrumentationScope {
 
 /// Sends the spool to the collector, in order, until the queue is closed.
 pub async fn run_sender(queue: Arc<AlertQueue>, exporter: LogExporter) {
-    // A provider without processors: only its logger's record factory is
-    // used; the records go to the exporter here.
-    let provider = SdkLoggerProvider::builder().build();
-    let logger = provider.logger_with_scope(scope());
-    let scope = scope();
-    let mut backoff = BACKOFF_FIRST;
-    let mut failing_since: Option<Instant> = None;
-    let mut last_sync = Instant::now();
-    loop {
-        let batch = {
-            let mut inner = queue.lock();
-            if last_sync.elapsed() >= SYNC_EVERY {
-                if let Err(err) = inner.spool.sync() {
-                    warn!(%err, "spool sync failed");
-                }
-                last_sync = Instant::now();
-            }
-            inner.spool.peek(BATCH)
-        };
-        let batch = match batch {
-            Ok(batch) => batch,
+    let mut sender = Sender::new(queue, exporter);
+    while let Some(batch) = sender.next_batch().await {
+        match sender.export(&batch).await {
+            Ok(()) => sender.sent(&batch),
             Err(err) => {
-                warn!(%err, "reading the spool failed");
-                if queue.is_closed() {
+                if !sender.failed(&err).await {
                     break;
                 }
-                tokio::time::sleep(BACKOFF_MAX).await;
-                continue;
             }
-        };
-        if batch.is_empty() {
-            if queue.is_closed() {
-                break;
-            }
-            tokio::select! {
-                _ = queue.wake.notified() => {}
-                _ = tokio::time::sleep(SYNC_EVERY) => {}
-            }
-            continue;
         }
+    }
+    sender.finish();
+}
+
+/// The sending side of the queue: one batch at a time, acknowledged once
+/// the collector has it, retried with backoff while it fails.
+struct Sender {
+    queue: Arc<AlertQueue>,
+    exporter: LogExporter,
+    /// A provider without processors: only its logger's record factory is
+    /// used; the records go to the exporter here.
+    _provider: SdkLoggerProvider,
+    logger: SdkLogger,
+    scope: InstrumentationScope,
+    backoff: Duration,
+    failing_since: Option<Instant>,
+    last_sync: Instant,
+}
+
+impl Sender {
+    fn new(queue: Arc<AlertQueue>, exporter: LogExporter) -> Self {
+        let provider = SdkLoggerProvider::builder().build();
+        let logger = provider.logger_with_scope(scope());
+        Self {
+            queue,
+            exporter,
+            _provider: provider,
+            logger,
+            scope: scope(),
+            backoff: BACKOFF_FIRST,
+            failing_since: None,
+            last_sync: Instant::now(),
+        }
+    }
+
+    /// The next alerts to send, waiting while the spool is empty; None
+    /// once the queue is closed with nothing left to try.
+    async fn next_batch(&mut self) -> Option<Vec<Spooled>> {
+        loop {
+            match self.peek() {
+                Ok(batch) if !batch.is_empty() => return Some(batch),
+                Ok(_) if self.queue.is_closed() => return None,
+                Ok(_) => {
+                    tokio::select! {
+                        _ = self.queue.wake.notified() => {}
+                        _ = tokio::time::sleep(SYNC_EVERY) => {}
+                    }
+                }
+                Err(err) => {
+                    warn!(%err, "reading the spool failed");
+                    if self.queue.is_closed() {
+                        return None;
+                    }
+                    tokio::time::sleep(BACKOFF_MAX).await;
+                }
+            }
+        }
+    }
+
+    /// The oldest spooled alerts, after syncing the spool when it is due.
+    fn peek(&mut self) -> Result<Vec<Spooled>, SpoolError> {
+        let mut inner = self.queue.lock();
+        if self.last_sync.elapsed() >= SYNC_EVERY {
+            if let Err(err) = inner.spool.sync() {
+                warn!(%err, "spool sync failed");
+            }
+            self.last_sync = Instant::now();
+        }
+        inner.spool.peek(BATCH)
+    }
+
+    async fn export(&self, batch: &[Spooled]) -> OTelSdkResult {
         let records: Vec<SdkLogRecord> = batch
             .iter()
-            .map(|s| s.record.to_sdk(s.seq, &logger))
+            .map(|s| s.record.to_sdk(s.seq, &self.logger))
             .collect();
         let pairs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
-            records.iter().map(|r| (r, &scope)).collect();
-        let result = exporter.export(LogBatch::new(&pairs)).await;
-        let Some(last) = batch.last() else {
-            continue;
-        };
-        match result {
-            Ok(()) => {
-                let mut inner = queue.lock();
-                if let Err(err) = inner.spool.ack(last) {
-                    // Sent but not recorded: it may be sent again (at least
-                    // once), never lost.
-                    warn!(%err, "acknowledging in the spool failed");
-                }
-                inner.stats.exported += batch.len() as u64;
-                queue.metrics.exported(batch.len() as u64);
-                queue.raise_gap(&mut inner);
-                queue.metrics.spool_bytes(inner.spool.bytes());
-                if let Some(since) = failing_since.take() {
-                    info!(
-                        after = ?since.elapsed(),
-                        pending = inner.spool.pending(),
-                        "collector reachable again; sending spooled alerts"
-                    );
-                }
-                backoff = BACKOFF_FIRST;
-            }
-            Err(err) => {
-                let failures = {
-                    let mut inner = queue.lock();
-                    inner.stats.export_failures += 1;
-                    inner.stats.last_error = Some(err.to_string());
-                    inner.stats.export_failures
-                };
-                queue.metrics.export_failed();
-                if failing_since.is_none() || failures.is_power_of_two() {
-                    warn!(%err, failures, "OTLP export failed; alerts stay spooled and are retried");
-                }
-                failing_since.get_or_insert_with(Instant::now);
-                if queue.is_closed() {
-                    break;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = wait_closed(&queue) => {}
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
+            records.iter().map(|r| (r, &self.scope)).collect();
+        self.exporter.export(LogBatch::new(&pairs)).await
+    }
+
+    /// The collector has `batch`: acknowledged in the spool.
+    fn sent(&mut self, batch: &[Spooled]) {
+        let queue = &self.queue;
+        let mut inner = queue.lock();
+        if let Some(last) = batch.last()
+            && let Err(err) = inner.spool.ack(last)
+        {
+            // Sent but not recorded: it may be sent again (at least
+            // once), never lost.
+            warn!(%err, "acknowledging in the spool failed");
         }
+        inner.stats.exported += batch.len() as u64;
+        queue.metrics.exported(batch.len() as u64);
+        queue.raise_gap(&mut inner);
+        queue.metrics.spool_bytes(inner.spool.bytes());
+        if let Some(since) = self.failing_since.take() {
+            info!(
+                after = ?since.elapsed(),
+                pending = inner.spool.pending(),
+                "collector reachable again; sending spooled alerts"
+            );
+        }
+        self.backoff = BACKOFF_FIRST;
     }
-    let mut inner = queue.lock();
-    if let Err(err) = inner.spool.sync() {
-        warn!(%err, "spool sync failed");
+
+    /// Counts a failed export and waits before the retry; false when the
+    /// queue is closed (what is left stays spooled).
+    async fn failed(&mut self, err: &OTelSdkError) -> bool {
+        let failures = {
+            let mut inner = self.queue.lock();
+            inner.stats.export_failures += 1;
+            inner.stats.last_error = Some(err.to_string());
+            inner.stats.export_failures
+        };
+        self.queue.metrics.export_failed();
+        if self.failing_since.is_none() || failures.is_power_of_two() {
+            warn!(%err, failures, "OTLP export failed; alerts stay spooled and are retried");
+        }
+        self.failing_since.get_or_insert_with(Instant::now);
+        if self.queue.is_closed() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(self.backoff) => {}
+            _ = wait_closed(&self.queue) => {}
+        }
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        true
     }
-    let _ = exporter.shutdown();
+
+    fn finish(self) {
+        let mut inner = self.queue.lock();
+        if let Err(err) = inner.spool.sync() {
+            warn!(%err, "spool sync failed");
+        }
+        drop(inner);
+        let _ = self.exporter.shutdown();
+    }
 }
 
 async fn wait_closed(queue: &AlertQueue) {

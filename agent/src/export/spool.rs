@@ -120,6 +120,53 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
     fs::rename(&tmp, path).map_err(io(path))
 }
 
+/// The last sequence number the collector acknowledged (0: none).
+fn read_acked(dir: &Path) -> Result<u64, SpoolError> {
+    let path = dir.join("acked");
+    match fs::read_to_string(&path) {
+        Ok(text) => Ok(text.trim().parse().unwrap_or(0)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+/// The segments a previous run left, oldest first; where reading resumes
+/// (the first record after `acked`), and the last sequence number used.
+fn recover_segments(
+    dir: &Path,
+    acked: u64,
+) -> Result<(VecDeque<Segment>, Option<Position>, u64), SpoolError> {
+    let mut firsts: Vec<u64> = fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| parse_segment_name(&entry.file_name().to_string_lossy()))
+        .collect();
+    firsts.sort_unstable();
+    let mut segments = VecDeque::new();
+    let mut read = None;
+    let mut last_seq = acked;
+    for first_seq in firsts {
+        let path = dir.join(segment_name(first_seq));
+        let (size, seg_last, first_unacked) = recover_segment(&path, acked)?;
+        if read.is_none()
+            && let Some(offset) = first_unacked
+        {
+            read = Some(Position {
+                segment: first_seq,
+                offset,
+            });
+        }
+        last_seq = last_seq.max(seg_last);
+        segments.push_back(Segment {
+            first_seq,
+            path,
+            size,
+            last_seq: seg_last,
+        });
+    }
+    Ok((segments, read, last_seq))
+}
+
 impl Spool {
     /// Opens (or creates) the spool in `dir`, recovering what a previous
     /// run left.
@@ -134,46 +181,13 @@ impl Spool {
             .map_err(io(&lock_path))?;
         let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
             .map_err(|_| SpoolError::Locked(dir.to_owned()))?;
-        let acked_path = dir.join("acked");
-        let acked: u64 = match fs::read_to_string(&acked_path) {
-            Ok(text) => text.trim().parse().unwrap_or(0),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(io(&acked_path)(e)),
-        };
-        let mut firsts: Vec<u64> = fs::read_dir(dir)
-            .map_err(io(dir))?
-            .filter_map(|entry| entry.ok())
-            .filter_map(|entry| parse_segment_name(&entry.file_name().to_string_lossy()))
-            .collect();
-        firsts.sort_unstable();
-        let mut segments = VecDeque::new();
-        let mut read = None;
-        let mut last_seq = acked;
-        for first_seq in firsts {
-            let path = dir.join(segment_name(first_seq));
-            let (size, seg_last, first_unacked) = recover_segment(&path, acked)?;
-            if read.is_none()
-                && let Some(offset) = first_unacked
-            {
-                read = Some(Position {
-                    segment: first_seq,
-                    offset,
-                });
-            }
-            last_seq = last_seq.max(seg_last);
-            segments.push_back(Segment {
-                first_seq,
-                path,
-                size,
-                last_seq: seg_last,
-            });
-        }
+        let acked = read_acked(dir)?;
+        let (segments, read, last_seq) = recover_segments(dir, acked)?;
         let next_seq = last_seq + 1;
-        let segment_bytes = (max_bytes / 8).max(MIN_BYTES / 4);
         let mut spool = Self {
             dir: dir.to_owned(),
             max_bytes,
-            segment_bytes,
+            segment_bytes: (max_bytes / 8).max(MIN_BYTES / 4),
             bytes: segments.iter().map(|s| s.size).sum(),
             active: File::open(&lock_path).map_err(io(&lock_path))?,
             segments,
@@ -186,27 +200,31 @@ impl Spool {
             dirty: false,
             _lock: lock,
         };
-        // Everything acknowledged (or nothing there): start a fresh segment.
-        match read {
-            Some(position) => {
-                spool.read = position;
-                let (path, size) = spool
-                    .segments
-                    .back()
-                    .map(|s| (s.path.clone(), s.size))
-                    .unwrap_or_default();
-                spool.active = OpenOptions::new()
-                    .append(true)
-                    .open(&path)
-                    .map_err(io(&path))?;
-                if size >= spool.segment_bytes {
-                    spool.roll()?;
-                }
-            }
-            None => spool.roll()?,
-        }
+        spool.resume(read)?;
         spool.collect()?;
         Ok(spool)
+    }
+
+    /// Appends from where the last run stopped, reading from `read`; a
+    /// fresh segment when everything was acknowledged (or nothing there).
+    fn resume(&mut self, read: Option<Position>) -> Result<(), SpoolError> {
+        let Some(position) = read else {
+            return self.roll();
+        };
+        self.read = position;
+        let (path, size) = self
+            .segments
+            .back()
+            .map(|s| (s.path.clone(), s.size))
+            .unwrap_or_default();
+        self.active = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        if size >= self.segment_bytes {
+            self.roll()?;
+        }
+        Ok(())
     }
 
     /// Records waiting (appended, not yet acknowledged).

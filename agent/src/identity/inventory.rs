@@ -265,88 +265,15 @@ impl Builder<'_> {
 
     fn build(mut self, file: File, default_cluster: &str) -> Result<Inventory, InventoryError> {
         let cluster = file.cluster.unwrap_or_else(|| default_cluster.to_owned());
+        // `namespace/kind/name` → index, for the services' backends.
         let mut by_canonical = HashMap::new();
         for entry in file.workloads {
-            let index = self.inventory.workloads.len();
-            let kind = WorkloadKind::parse(&entry.kind.value);
-            if entry.kind.value.trim().is_empty() {
-                return Err(self.invalid(&entry.kind, "kind is empty".into()));
-            }
-            let workload = Workload {
-                cluster: cluster.clone(),
-                namespace: entry.namespace,
-                kind,
-                name: entry.name,
-                service_account: entry.service_account,
-                labels: entry.labels,
-            };
-            let canonical = Identity::Workload(workload.clone()).canonical();
-            let key = canonical.trim_start_matches("workload:").to_owned();
-            if by_canonical.insert(key, index).is_some() {
-                return Err(self.invalid(&entry.kind, format!("{canonical} is listed twice")));
-            }
-            for cgroup in &entry.cgroups {
-                if !cgroup.value.starts_with('/') {
-                    return Err(self.invalid(
-                        cgroup,
-                        format!(
-                            "cgroup {:?} must be a path from the cgroup v2 root, starting with /",
-                            cgroup.value
-                        ),
-                    ));
-                }
-                let normal = match cgroup.value.trim_end_matches('/') {
-                    "" => "/".to_owned(),
-                    trimmed => trimmed.to_owned(),
-                };
-                if self.inventory.by_cgroup.insert(normal, index).is_some() {
-                    return Err(
-                        self.invalid(cgroup, format!("cgroup {} is listed twice", cgroup.value))
-                    );
-                }
-            }
-            for pid in &entry.pids {
-                if self.inventory.by_pid.insert(pid.value, index).is_some() {
-                    return Err(self.invalid(pid, format!("pid {} is listed twice", pid.value)));
-                }
-            }
-            for ip in &entry.ips {
-                self.claim(ip, AddressOwner::Workload(index))?;
-            }
+            let workload = self.workload(entry, &cluster, &mut by_canonical)?;
             self.inventory.workloads.push(Arc::new(workload));
         }
         for entry in file.services {
-            let index = self.inventory.services.len();
-            let mut backends = Vec::new();
-            for backend in &entry.backends {
-                let key = backend.value.trim_start_matches("workload:");
-                let normal = normalise_reference(key);
-                match by_canonical.get(&normal) {
-                    Some(&workload) => backends.push(workload),
-                    None => {
-                        return Err(self.invalid(
-                            backend,
-                            format!(
-                                "backend {:?} names no workload in this file (write namespace/kind/name)",
-                                backend.value
-                            ),
-                        ));
-                    }
-                }
-            }
-            let workloads = &self.inventory.workloads;
-            backends.sort_by_key(|&b| Identity::Workload((*workloads[b]).clone()).canonical());
-            backends.dedup();
-            for ip in &entry.ips {
-                self.claim(ip, AddressOwner::Service(index))?;
-            }
-            self.inventory.services.push(InventoryService {
-                service: ServiceRef {
-                    namespace: entry.namespace,
-                    name: entry.name,
-                },
-                backends,
-            });
+            let service = self.service(entry, &by_canonical)?;
+            self.inventory.services.push(service);
         }
         for entry in file.nodes {
             let index = self.inventory.nodes.len();
@@ -356,6 +283,100 @@ impl Builder<'_> {
             self.inventory.nodes.push(entry.name);
         }
         Ok(self.inventory)
+    }
+
+    /// The next workload, its cgroups, pids and addresses claimed.
+    fn workload(
+        &mut self,
+        entry: WorkloadEntry,
+        cluster: &str,
+        by_canonical: &mut HashMap<String, usize>,
+    ) -> Result<Workload, InventoryError> {
+        let index = self.inventory.workloads.len();
+        if entry.kind.value.trim().is_empty() {
+            return Err(self.invalid(&entry.kind, "kind is empty".into()));
+        }
+        let workload = Workload {
+            cluster: cluster.to_owned(),
+            namespace: entry.namespace,
+            kind: WorkloadKind::parse(&entry.kind.value),
+            name: entry.name,
+            service_account: entry.service_account,
+            labels: entry.labels,
+        };
+        let canonical = Identity::Workload(workload.clone()).canonical();
+        let key = canonical.trim_start_matches("workload:").to_owned();
+        if by_canonical.insert(key, index).is_some() {
+            return Err(self.invalid(&entry.kind, format!("{canonical} is listed twice")));
+        }
+        for cgroup in &entry.cgroups {
+            if !cgroup.value.starts_with('/') {
+                return Err(self.invalid(
+                    cgroup,
+                    format!(
+                        "cgroup {:?} must be a path from the cgroup v2 root, starting with /",
+                        cgroup.value
+                    ),
+                ));
+            }
+            let normal = match cgroup.value.trim_end_matches('/') {
+                "" => "/".to_owned(),
+                trimmed => trimmed.to_owned(),
+            };
+            if self.inventory.by_cgroup.insert(normal, index).is_some() {
+                return Err(
+                    self.invalid(cgroup, format!("cgroup {} is listed twice", cgroup.value))
+                );
+            }
+        }
+        for pid in &entry.pids {
+            if self.inventory.by_pid.insert(pid.value, index).is_some() {
+                return Err(self.invalid(pid, format!("pid {} is listed twice", pid.value)));
+            }
+        }
+        for ip in &entry.ips {
+            self.claim(ip, AddressOwner::Workload(index))?;
+        }
+        Ok(workload)
+    }
+
+    /// The next Service, its backends found among the workloads and its
+    /// addresses claimed.
+    fn service(
+        &mut self,
+        entry: ServiceEntry,
+        by_canonical: &HashMap<String, usize>,
+    ) -> Result<InventoryService, InventoryError> {
+        let index = self.inventory.services.len();
+        let mut backends = Vec::new();
+        for backend in &entry.backends {
+            let key = backend.value.trim_start_matches("workload:");
+            match by_canonical.get(&normalise_reference(key)) {
+                Some(&workload) => backends.push(workload),
+                None => {
+                    return Err(self.invalid(
+                        backend,
+                        format!(
+                            "backend {:?} names no workload in this file (write namespace/kind/name)",
+                            backend.value
+                        ),
+                    ));
+                }
+            }
+        }
+        let workloads = &self.inventory.workloads;
+        backends.sort_by_key(|&b| Identity::Workload((*workloads[b]).clone()).canonical());
+        backends.dedup();
+        for ip in &entry.ips {
+            self.claim(ip, AddressOwner::Service(index))?;
+        }
+        Ok(InventoryService {
+            service: ServiceRef {
+                namespace: entry.namespace,
+                name: entry.name,
+            },
+            backends,
+        })
     }
 }
 

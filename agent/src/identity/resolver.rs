@@ -288,32 +288,10 @@ impl IdentityResolver {
     }
 
     fn local(&self, flow: &Flow) -> ResolvedEnd {
-        let inventory = self.inner.inventory.as_ref();
         let Some(path) = flow.owner.path.as_deref() else {
-            let pid = flow.process.as_ref().map(|p| p.pid);
-            if let Some(workload) = inventory.and_then(|i| pid.and_then(|p| i.by_pid(p))) {
-                return self.workload_end(workload);
-            }
-            let why = match flow.owner.unknown {
-                Some(CgroupUnknown::NoOwner) => {
-                    "the socket predates eastwatch and no process holds it".to_owned()
-                }
-                Some(CgroupUnknown::Gone) | None if flow.owner.id != 0 => {
-                    format!(
-                        "cgroup {} was gone before eastwatch could name it",
-                        flow.owner.id
-                    )
-                }
-                _ => "the kernel could not tell the socket's cgroup".to_owned(),
-            };
-            return ResolvedEnd {
-                unresolved: Some(why),
-                ..ResolvedEnd::plain(Identity::Unknown {
-                    what: format!("cgroup-id/{}", flow.owner.id),
-                })
-            };
+            return self.local_without_path(flow);
         };
-        if let Some(inventory) = inventory {
+        if let Some(inventory) = &self.inner.inventory {
             let by_pid = || flow.process.as_ref().and_then(|p| inventory.by_pid(p.pid));
             if let Some(workload) = inventory.by_cgroup(path).or_else(by_pid) {
                 return self.workload_end(workload);
@@ -321,36 +299,7 @@ impl IdentityResolver {
         }
         match cgroup_path::parse(path) {
             CgroupOwner::Pod { uid, container, .. } => {
-                let container_id = container.map(|c| c.id);
-                let found = self.with_cluster(self.local_pod_kinds(), |state| {
-                    state.pod_by_uid(&uid).map(|p| self.pod_end(p))
-                });
-                match found {
-                    Some(Ok(Some(end))) => ResolvedEnd {
-                        container_id,
-                        ..end
-                    },
-                    other => {
-                        let why = match other {
-                            Some(Err(caveat)) => format!("no pod with UID {uid}: {caveat}"),
-                            None => format!(
-                                "pod UID {uid}, but Kubernetes is off ({})",
-                                self.kube_off_reason().unwrap_or_default()
-                            ),
-                            _ if flow.owner.removed => format!(
-                                "no pod with UID {uid} (its cgroup is gone: the pod was deleted)"
-                            ),
-                            _ => format!("no pod with UID {uid} in the cluster"),
-                        };
-                        ResolvedEnd {
-                            unresolved: Some(why),
-                            container_id,
-                            ..ResolvedEnd::plain(Identity::Unknown {
-                                what: format!("pod/{uid}"),
-                            })
-                        }
-                    }
-                }
+                self.local_pod(&uid, container.map(|c| c.id), flow.owner.removed)
             }
             CgroupOwner::Container(container) => ResolvedEnd {
                 container_id: Some(container.id.clone()),
@@ -364,6 +313,66 @@ impl IdentityResolver {
             CgroupOwner::Other => ResolvedEnd::plain(Identity::Cgroup {
                 path: path.to_owned(),
             }),
+        }
+    }
+
+    /// A local end whose cgroup has no known path: the inventory's by pid,
+    /// else unknown, saying why.
+    fn local_without_path(&self, flow: &Flow) -> ResolvedEnd {
+        let pid = flow.process.as_ref().map(|p| p.pid);
+        let inventory = self.inner.inventory.as_ref();
+        if let Some(workload) = inventory.and_then(|i| pid.and_then(|p| i.by_pid(p))) {
+            return self.workload_end(workload);
+        }
+        let why = match flow.owner.unknown {
+            Some(CgroupUnknown::NoOwner) => {
+                "the socket predates eastwatch and no process holds it".to_owned()
+            }
+            Some(CgroupUnknown::Gone) | None if flow.owner.id != 0 => {
+                format!(
+                    "cgroup {} was gone before eastwatch could name it",
+                    flow.owner.id
+                )
+            }
+            _ => "the kernel could not tell the socket's cgroup".to_owned(),
+        };
+        ResolvedEnd {
+            unresolved: Some(why),
+            ..ResolvedEnd::plain(Identity::Unknown {
+                what: format!("cgroup-id/{}", flow.owner.id),
+            })
+        }
+    }
+
+    /// A pod's cgroup on this node: the pod's workload, or unknown with
+    /// why (the cgroup `removed`: the pod was deleted).
+    fn local_pod(&self, uid: &str, container_id: Option<String>, removed: bool) -> ResolvedEnd {
+        let found = self.with_cluster(self.local_pod_kinds(), |state| {
+            state.pod_by_uid(uid).map(|p| self.pod_end(p))
+        });
+        let why = match found {
+            Some(Ok(Some(end))) => {
+                return ResolvedEnd {
+                    container_id,
+                    ..end
+                };
+            }
+            Some(Err(caveat)) => format!("no pod with UID {uid}: {caveat}"),
+            None => format!(
+                "pod UID {uid}, but Kubernetes is off ({})",
+                self.kube_off_reason().unwrap_or_default()
+            ),
+            Some(Ok(None)) if removed => {
+                format!("no pod with UID {uid} (its cgroup is gone: the pod was deleted)")
+            }
+            Some(Ok(None)) => format!("no pod with UID {uid} in the cluster"),
+        };
+        ResolvedEnd {
+            unresolved: Some(why),
+            container_id,
+            ..ResolvedEnd::plain(Identity::Unknown {
+                what: format!("pod/{uid}"),
+            })
         }
     }
 

@@ -9,7 +9,7 @@ use super::{
     diag::{Diagnostic, Rejected},
     format::{API_VERSION, BaselineDoc, Edge, KIND, Located, Pos, Selector},
     parse,
-    selector::{Pattern, SelectorMatcher},
+    selector::{Pattern, SelectorMatcher, TRUST_DOMAIN},
 };
 use crate::flow::Transport;
 
@@ -204,76 +204,14 @@ pub fn check(
     file: &str,
     now: SystemTime,
 ) -> Result<(Baseline, Vec<Diagnostic>), Rejected> {
-    let mut found = Vec::new();
-    let mut error = |at: Option<Pos>, message: String| {
-        found.push(Diagnostic::error(file, at, message));
-    };
-    if doc.api_version.value != API_VERSION {
-        error(
-            doc.api_version.at,
-            format!(
-                "apiVersion {:?} is not supported (expected {API_VERSION})",
-                doc.api_version.value
-            ),
-        );
-    }
-    if doc.kind.value != KIND {
-        error(
-            doc.kind.at,
-            format!("kind {:?} is not {KIND}", doc.kind.value),
-        );
-    }
-    if doc.metadata.name.trim().is_empty() {
-        error(doc.metadata.name.at, "metadata.name is empty".into());
-    }
-    let mut rules = Vec::new();
-    for (index, edge) in doc.spec.edges.iter().enumerate() {
-        let selector = |side: &Located<Selector>,
-                        name: &str,
-                        error: &mut dyn FnMut(Option<Pos>, String)| {
-            SelectorMatcher::compile(&side.value)
-                .map_err(|why| error(side.at.or(edge.at), format!("edges[{index}].{name}: {why}")))
-                .ok()
-        };
-        let from = selector(&edge.from, "from", &mut error);
-        let to = selector(&edge.to, "to", &mut error);
-        let mut ports = Vec::new();
-        if edge.ports.is_empty() {
-            error(
-                edge.ports.at.or(edge.at),
-                format!("edges[{index}].ports is empty: an edge allows at least one port"),
-            );
-        }
-        for port in edge.ports.iter() {
-            match PortRange::parse(port) {
-                Ok(range) => ports.push(range),
-                Err(why) => error(port.at, format!("edges[{index}].ports: {why}")),
-            }
-        }
-        let expires = match &edge.expires {
-            Some(text) => match parse_expiry(text) {
-                Ok(at) => Some(at),
-                Err(why) => {
-                    error(text.at, format!("edges[{index}].expires: {why}"));
-                    None
-                }
-            },
-            None => None,
-        };
-        if let (Some(from), Some(to)) = (from, to)
-            && ports.len() == edge.ports.len()
-        {
-            rules.push(Rule {
-                index,
-                at: edge.at,
-                from,
-                to,
-                ports,
-                expires,
-                edge: edge.value.clone(),
-            });
-        }
-    }
+    let mut found = check_envelope(&doc, file);
+    let rules: Vec<Rule> = doc
+        .spec
+        .edges
+        .iter()
+        .enumerate()
+        .filter_map(|(index, edge)| check_edge(index, edge, file, &mut found))
+        .collect();
     if found.iter().any(Diagnostic::is_error) {
         return Err(Rejected(found));
     }
@@ -286,6 +224,89 @@ pub fn check(
         rules,
     };
     Ok((baseline, found))
+}
+
+/// The errors of the envelope: apiVersion, kind and name.
+fn check_envelope(doc: &BaselineDoc, file: &str) -> Vec<Diagnostic> {
+    let mut found = Vec::new();
+    if doc.api_version.value != API_VERSION {
+        found.push(Diagnostic::error(
+            file,
+            doc.api_version.at,
+            format!(
+                "apiVersion {:?} is not supported (expected {API_VERSION})",
+                doc.api_version.value
+            ),
+        ));
+    }
+    if doc.kind.value != KIND {
+        found.push(Diagnostic::error(
+            file,
+            doc.kind.at,
+            format!("kind {:?} is not {KIND}", doc.kind.value),
+        ));
+    }
+    if doc.metadata.name.trim().is_empty() {
+        found.push(Diagnostic::error(
+            file,
+            doc.metadata.name.at,
+            "metadata.name is empty",
+        ));
+    }
+    found
+}
+
+/// The edge at `index` as a rule, its errors added to `found`; None when
+/// it has any.
+fn check_edge(
+    index: usize,
+    edge: &Located<Edge>,
+    file: &str,
+    found: &mut Vec<Diagnostic>,
+) -> Option<Rule> {
+    let mut error = |at: Option<Pos>, message: String| {
+        found.push(Diagnostic::error(file, at, message));
+    };
+    let mut selector = |side: &Located<Selector>, name: &str| {
+        SelectorMatcher::compile(&side.value)
+            .map_err(|why| error(side.at.or(edge.at), format!("edges[{index}].{name}: {why}")))
+            .ok()
+    };
+    let from = selector(&edge.from, "from");
+    let to = selector(&edge.to, "to");
+    if edge.ports.is_empty() {
+        error(
+            edge.ports.at.or(edge.at),
+            format!("edges[{index}].ports is empty: an edge allows at least one port"),
+        );
+    }
+    let mut ports = Vec::new();
+    for port in edge.ports.iter() {
+        match PortRange::parse(port) {
+            Ok(range) => ports.push(range),
+            Err(why) => error(port.at, format!("edges[{index}].ports: {why}")),
+        }
+    }
+    let expires = match &edge.expires {
+        Some(text) => match parse_expiry(text) {
+            Ok(at) => Some(at),
+            Err(why) => {
+                error(text.at, format!("edges[{index}].expires: {why}"));
+                None
+            }
+        },
+        None => None,
+    };
+    let (from, to) = (from?, to?);
+    (ports.len() == edge.ports.len()).then(|| Rule {
+        index,
+        at: edge.at,
+        from,
+        to,
+        ports,
+        expires,
+        edge: edge.value.clone(),
+    })
 }
 
 /// RFC 3339 date-time, or a date meaning its UTC midnight.
@@ -328,52 +349,7 @@ fn lint(rules: &[Rule], file: &str, now: SystemTime) -> Vec<Diagnostic> {
     let mut warnings = Vec::new();
     let mut seen: HashMap<(&Selector, &Selector), Vec<&Rule>> = HashMap::new();
     for rule in rules {
-        let at = rule.at;
-        let i = rule.index;
-        if rule.from == SelectorMatcher::Any && rule.to == SelectorMatcher::Any {
-            warnings.push(Diagnostic::warning(
-                file,
-                at,
-                format!("edges[{i}] is over-broad: any-to-any allows every lateral path"),
-            ));
-        } else if rule.from.is_whole_namespace_wildcard()
-            && let Some(target) = sensitive_target(rule)
-        {
-            warnings.push(Diagnostic::warning(
-                file,
-                at,
-                format!(
-                    "edges[{i}] is over-broad: every namespace may reach a sensitive target ({target})"
-                ),
-            ));
-        }
-        if let SelectorMatcher::Workload(w) = &rule.to
-            && w.trust_domain
-                .as_deref()
-                .is_some_and(|td| td != super::selector::TRUST_DOMAIN)
-        {
-            warnings.push(Diagnostic::warning(
-                file,
-                at,
-                format!(
-                    "edges[{i}]: spiffeId is not in trust domain {}; it never matches",
-                    super::selector::TRUST_DOMAIN
-                ),
-            ));
-        }
-        if rule.expired(now) {
-            let when = rule
-                .edge
-                .expires
-                .as_ref()
-                .map(|e| e.value.clone())
-                .unwrap_or_default();
-            warnings.push(Diagnostic::warning(
-                file,
-                rule.edge.expires.as_ref().and_then(|e| e.at).or(at),
-                format!("edges[{i}] expired on {when}: it allows nothing"),
-            ));
-        }
+        warnings.extend(rule_warnings(rule, file, now));
         let earlier = seen
             .entry((&rule.edge.from.value, &rule.edge.to.value))
             .or_default();
@@ -388,14 +364,59 @@ fn lint(rules: &[Rule], file: &str, now: SystemTime) -> Vec<Diagnostic> {
                 .unwrap_or_default();
             warnings.push(Diagnostic::warning(
                 file,
-                at,
+                rule.at,
                 format!(
-                    "edges[{i}] duplicates edges[{}]{line}: same ends, ports already allowed",
-                    original.index
+                    "edges[{}] duplicates edges[{}]{line}: same ends, ports already allowed",
+                    rule.index, original.index
                 ),
             ));
         }
         earlier.push(rule);
+    }
+    warnings
+}
+
+/// What a reviewer should look at in one rule: over-broad, a foreign
+/// trust domain, expired.
+fn rule_warnings(rule: &Rule, file: &str, now: SystemTime) -> Vec<Diagnostic> {
+    let (at, i) = (rule.at, rule.index);
+    let mut warnings = Vec::new();
+    if rule.from == SelectorMatcher::Any && rule.to == SelectorMatcher::Any {
+        warnings.push(Diagnostic::warning(
+            file,
+            at,
+            format!("edges[{i}] is over-broad: any-to-any allows every lateral path"),
+        ));
+    } else if rule.from.is_whole_namespace_wildcard()
+        && let Some(target) = sensitive_target(rule)
+    {
+        warnings.push(Diagnostic::warning(
+            file,
+            at,
+            format!(
+                "edges[{i}] is over-broad: every namespace may reach a sensitive target ({target})"
+            ),
+        ));
+    }
+    if let SelectorMatcher::Workload(w) = &rule.to
+        && w.trust_domain
+            .as_deref()
+            .is_some_and(|td| td != TRUST_DOMAIN)
+    {
+        warnings.push(Diagnostic::warning(
+            file,
+            at,
+            format!("edges[{i}]: spiffeId is not in trust domain {TRUST_DOMAIN}; it never matches"),
+        ));
+    }
+    if rule.expired(now) {
+        let expires = rule.edge.expires.as_ref();
+        let when = expires.map(|e| e.value.clone()).unwrap_or_default();
+        warnings.push(Diagnostic::warning(
+            file,
+            expires.and_then(|e| e.at).or(at),
+            format!("edges[{i}] expired on {when}: it allows nothing"),
+        ));
     }
     warnings
 }

@@ -60,80 +60,68 @@ pub struct KubeSource {
 impl KubeSource {
     /// Starts the watches (on the current tokio runtime).
     pub fn start(client: Client, options: KubeOptions) -> Self {
-        let state = Arc::new(RwLock::new(ClusterState::default()));
-        let owners = Arc::new(OwnerCache::new(client.clone()));
-        let mut tasks = Vec::new();
-        let mut kinds = Vec::new();
-        let base = watcher::Config::default().timeout(WATCH_TIMEOUT_SECS);
-
-        let pod_converter = {
-            let owners = owners.clone();
-            let cluster: Arc<str> = options.cluster.as_str().into();
-            move |pod: Pod| {
-                let owners = owners.clone();
-                let cluster = cluster.clone();
-                async move {
-                    let namespace = pod.namespace()?;
-                    let hash = pod.labels().get("pod-template-hash").cloned();
-                    let (kind, name) = owners
-                        .workload_of(
-                            &namespace,
-                            &pod.name_any(),
-                            pod.owner_references(),
-                            hash.as_deref(),
-                        )
-                        .await;
-                    convert::pod_record(&pod, &cluster, kind, name).map(Record::Pod)
-                }
-            }
+        let mut source = Self {
+            state: Arc::new(RwLock::new(ClusterState::default())),
+            kinds: Vec::new(),
+            tasks: Vec::new(),
         };
+        let owners = Arc::new(OwnerCache::new(client.clone()));
+        let cluster: Arc<str> = options.cluster.as_str().into();
+        let pods = move |pod: Pod| pod_record(owners.clone(), cluster.clone(), pod);
+        let base = watcher::Config::default().timeout(WATCH_TIMEOUT_SECS);
         if let Some(node) = &options.node_name {
-            kinds.push(ResourceKind::LocalPods);
-            tasks.push(tokio::spawn(reflect(
-                Api::<Pod>::all(client.clone()),
-                base.clone().fields(&format!("spec.nodeName={node}")),
+            let local = base.clone().fields(&format!("spec.nodeName={node}"));
+            source.watch(
                 ResourceKind::LocalPods,
-                state.clone(),
-                pod_converter.clone(),
-            )));
+                Api::all(client.clone()),
+                local,
+                pods.clone(),
+            );
         }
-        kinds.push(ResourceKind::Pods);
-        tasks.push(tokio::spawn(reflect(
-            Api::<Pod>::all(client.clone()),
-            base.clone(),
+        source.watch(
             ResourceKind::Pods,
-            state.clone(),
-            pod_converter,
-        )));
-        kinds.push(ResourceKind::Services);
-        tasks.push(tokio::spawn(reflect(
-            Api::<Service>::all(client.clone()),
+            Api::all(client.clone()),
             base.clone(),
+            pods,
+        );
+        source.watch(
             ResourceKind::Services,
-            state.clone(),
-            |s: Service| std::future::ready(convert::service_record(&s).map(Record::Service)),
-        )));
-        kinds.push(ResourceKind::EndpointSlices);
-        tasks.push(tokio::spawn(reflect(
-            Api::<EndpointSlice>::all(client.clone()),
+            Api::all(client.clone()),
             base.clone(),
+            |s: Service| std::future::ready(convert::service_record(&s).map(Record::Service)),
+        );
+        source.watch(
             ResourceKind::EndpointSlices,
-            state.clone(),
+            Api::all(client.clone()),
+            base.clone(),
             |s: EndpointSlice| std::future::ready(convert::slice_record(&s).map(Record::Slice)),
+        );
+        source.watch(ResourceKind::Nodes, Api::all(client), base, |n: Node| {
+            std::future::ready(Some(Record::Node(convert::node_record(&n))))
+        });
+        source
+    }
+
+    /// Starts reflecting `kind` from `api` into the state.
+    fn watch<K, F, Fut>(
+        &mut self,
+        kind: ResourceKind,
+        api: Api<K>,
+        config: watcher::Config,
+        convert: F,
+    ) where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+        F: Fn(K) -> Fut + Send + 'static,
+        Fut: Future<Output = Option<Record>> + Send + 'static,
+    {
+        self.kinds.push(kind);
+        self.tasks.push(tokio::spawn(reflect(
+            api,
+            config,
+            kind,
+            self.state.clone(),
+            convert,
         )));
-        kinds.push(ResourceKind::Nodes);
-        tasks.push(tokio::spawn(reflect(
-            Api::<Node>::all(client.clone()),
-            base,
-            ResourceKind::Nodes,
-            state.clone(),
-            |n: Node| std::future::ready(Some(Record::Node(convert::node_record(&n)))),
-        )));
-        Self {
-            state,
-            kinds,
-            tasks,
-        }
     }
 
     /// The state, for a quick lookup; never held across an await.
@@ -165,6 +153,21 @@ fn write(state: &RwLock<ClusterState>) -> std::sync::RwLockWriteGuard<'_, Cluste
 
 /// One watch: list, watch, re-list on 410 and errors (with backoff), and
 /// every change into the state.
+/// A pod as the store keeps it, its workload found through its owners.
+async fn pod_record(owners: Arc<OwnerCache>, cluster: Arc<str>, pod: Pod) -> Option<Record> {
+    let namespace = pod.namespace()?;
+    let hash = pod.labels().get("pod-template-hash").cloned();
+    let (kind, name) = owners
+        .workload_of(
+            &namespace,
+            &pod.name_any(),
+            pod.owner_references(),
+            hash.as_deref(),
+        )
+        .await;
+    convert::pod_record(&pod, &cluster, kind, name).map(Record::Pod)
+}
+
 async fn reflect<K, F, Fut>(
     api: Api<K>,
     config: watcher::Config,
