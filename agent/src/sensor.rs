@@ -195,7 +195,7 @@ pub struct Sensor {
     clock: BootClock,
     tick: tokio::time::Interval,
     pending: VecDeque<Observation>,
-    /// Kernel keys missing from the tracker at the last count read.
+    /// The kernel's counters at the last read: a loss report is their growth.
     last_counters: KernelCounters,
     stats: AgentStats,
     config: SensorConfig,

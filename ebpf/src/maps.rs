@@ -1,5 +1,6 @@
 //! Every map the programs share. Sizes here are defaults; the loader
-//! overrides `FLOWS` and the ring buffers from the agent's configuration.
+//! overrides `FLOWS` and the flow ring buffer (`FLOW_EVENTS`) from the
+//! agent's configuration.
 
 use core::{
     ffi::c_void,

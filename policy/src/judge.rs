@@ -570,7 +570,7 @@ const METADATA_V6: IpAddr =
     IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254));
 
 /// The ATT&CK technique (and severity) an unauthorized edge suggests, by
-/// where it goes. The README lists the rules.
+/// where it goes. docs/baseline.md lists the rules.
 pub fn technique_for(edge: &ObservedEdge, destination: IpAddr) -> (Technique, Severity) {
     let destination = destination.to_canonical();
     let tcp = edge.transport == Transport::Tcp;

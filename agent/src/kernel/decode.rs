@@ -13,7 +13,7 @@ use crate::flow::{Direction, FlowKey, Outcome, Transport};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
-    #[error("record of {got} bytes, expected {expected}")]
+    #[error("record of {got} bytes, expected at least {expected}")]
     Size { got: usize, expected: usize },
     #[error("unknown address family {0}")]
     Family(u8),
@@ -45,7 +45,8 @@ pub struct KernelFlow {
     pub v4_mapped: bool,
 }
 
-/// Reads a `T` from a record that must be exactly its size.
+/// Reads a `T` from the start of a record at least its size; bytes past
+/// it are ignored.
 fn read_record<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
     let expected = size_of::<T>();
     if bytes.len() < expected {
