@@ -17,9 +17,12 @@ use eastwatch_policy::{
     flow::{Direction, Flow, FlowKey, NetnsRef, Process, ProcessSource, Transport},
     identity::{Identity, ResolvedEnd, ResolvedFlow},
 };
-use eastwatch_tests::kube_api::{
-    FakeApi, Resource,
-    objects::{self, PodSpec},
+use eastwatch_tests::{
+    kube_api::{
+        FakeApi, Resource,
+        objects::{self, PodSpec},
+    },
+    pods::{Shop, ShopPod},
 };
 use serde_json::json;
 
@@ -67,51 +70,21 @@ fn flow(cgroup: &str, direction: Direction, remote: &str, port: u16, netns: u64)
 /// A cluster: `shop` with Deployments frontend and api, Service api, two
 /// nodes.
 fn cluster(api: &FakeApi) {
-    for (name, hash, suffix, uid, node, ip) in [
-        (
-            "frontend",
-            "7d9c8b6f5",
-            "x2k4p",
-            FRONTEND_UID,
-            "node-a",
-            "10.1.0.2",
-        ),
-        ("api", "5f6d7c8b9", "q8w2e", API_UID, "node-b", "10.1.0.3"),
-    ] {
-        let labels = json!({"app": name, "tier": "web"});
-        api.apply_deployment_pod(&PodSpec {
-            namespace: "shop",
-            deployment: name,
-            hash,
-            suffix,
-            uid,
-            node,
-            ip,
-            service_account: name,
-            labels: &labels,
-        });
+    Shop {
+        frontend: ShopPod {
+            uid: FRONTEND_UID,
+            node: "node-a",
+            ip: "10.1.0.2",
+        },
+        api: ShopPod {
+            uid: API_UID,
+            node: "node-b",
+            ip: "10.1.0.3",
+        },
+        cluster_ip: "10.96.0.10",
+        labels: &json!({"tier": "web"}),
     }
-    api.apply(
-        Resource::Services,
-        objects::service(
-            "shop",
-            "api",
-            "10.96.0.10",
-            80,
-            8080,
-            &json!({"app": "api"}),
-        ),
-    );
-    api.apply(
-        Resource::EndpointSlices,
-        objects::endpoint_slice(
-            "shop",
-            "api",
-            "abcde",
-            8080,
-            &[("api-5f6d7c8b9-q8w2e", "10.1.0.3", "node-b")],
-        ),
-    );
+    .describe(api);
     api.apply(Resource::Nodes, objects::node("node-a", "192.0.2.1"));
     api.apply(Resource::Nodes, objects::node("node-b", "192.0.2.2"));
     // A DaemonSet's hostNetwork pod: its address is node-a's.

@@ -37,16 +37,45 @@ impl Default for JudgeConfig {
     }
 }
 
+/// Occurrences after an alert, for the report when its window closes.
+#[derive(Default)]
+struct Repeats {
+    count: u64,
+    first: Option<SystemTime>,
+    last: Option<SystemTime>,
+}
+
+impl Repeats {
+    fn add(&mut self, count: u64, now: SystemTime) {
+        self.count += count;
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+    }
+
+    /// The repeat report of `alert`, when there were repeats.
+    fn report(&self, alert: &Alert, now: SystemTime) -> Option<Alert> {
+        let (first, last) = (self.first?, self.last?);
+        let mut report = alert.clone();
+        report.time = now;
+        report.summary = format!("{} repeated {} times", alert.summary, self.count);
+        if let Some(flow) = &mut report.flow {
+            flow.count = self.count;
+            flow.first_seen = first;
+            flow.last_seen = last;
+        }
+        report.details.insert("report".into(), "repeat".into());
+        Some(report)
+    }
+}
+
 struct EdgeWindow {
     opened: SystemTime,
-    /// Occurrences after the alert, for the report at the window's end.
-    repeats: u64,
+    /// Occurrences after the alert.
+    repeats: Repeats,
     /// Occurrences per observed direction (egress, ingress), the first
     /// one included. A connection between two local workloads is seen
     /// once each way: connections are the larger of the two, never the sum.
     observed: [u64; 2],
-    first_repeat: Option<SystemTime>,
-    last_repeat: Option<SystemTime>,
     /// The alert that opened the window; None when the edge was folded
     /// into its source's scan alert.
     alert: Option<Alert>,
@@ -74,9 +103,7 @@ struct SourceWindow {
 struct ScanState {
     alert: Alert,
     /// Occurrences on scanned edges after the scan alert.
-    repeats: u64,
-    first_repeat: Option<SystemTime>,
-    last_repeat: Option<SystemTime>,
+    repeats: Repeats,
 }
 
 /// What judging one flow gave: the baseline's verdict, and the alerts it
@@ -249,17 +276,13 @@ impl Judge {
             return;
         }
         if window.alert.is_some() {
-            window.repeats += repeats;
-            window.first_repeat.get_or_insert(now);
-            window.last_repeat = Some(now);
+            window.repeats.add(repeats, now);
         } else if let Some(scan) = self
             .sources
             .get_mut(&edge.from)
             .and_then(|s| s.scan.as_mut())
         {
-            scan.repeats += repeats;
-            scan.first_repeat.get_or_insert(now);
-            scan.last_repeat = Some(now);
+            scan.repeats.add(repeats, now);
         }
     }
 
@@ -281,10 +304,8 @@ impl Judge {
         observed[direction_index(flow)] = count;
         let window = EdgeWindow {
             opened: now,
-            repeats: 0,
+            repeats: Repeats::default(),
             observed,
-            first_repeat: None,
-            last_repeat: None,
             alert: (!folded).then(|| alert.clone()),
         };
         if !folded {
@@ -319,9 +340,7 @@ impl Judge {
         let threshold = self.config.fan_out_threshold.max(2);
         match &mut source.scan {
             Some(scan) => {
-                scan.repeats += count;
-                scan.first_repeat.get_or_insert(now);
-                scan.last_repeat = Some(now);
+                scan.repeats.add(count, now);
                 scan.alert
                     .details
                     .insert("targets_total".into(), source.targets.len().to_string());
@@ -333,9 +352,7 @@ impl Judge {
                 self.stats.alerts += 1;
                 source.scan = Some(ScanState {
                     alert: scan.clone(),
-                    repeats: 0,
-                    first_repeat: None,
-                    last_repeat: None,
+                    repeats: Repeats::default(),
                 });
                 (Some(scan), true)
             }
@@ -486,23 +503,13 @@ fn matcher_rules(matcher: &Matcher) -> usize {
 
 /// The repeat report of an edge's window, when it had repeats.
 fn edge_report(w: &EdgeWindow, now: SystemTime) -> Option<Alert> {
-    match (&w.alert, w.first_repeat, w.last_repeat) {
-        (Some(alert), Some(first), Some(last)) => {
-            Some(repeat_report(alert, w.repeats, first, last, now))
-        }
-        _ => None,
-    }
+    w.repeats.report(w.alert.as_ref()?, now)
 }
 
 /// The repeat report of a scan, when more was folded into it.
 fn source_report(s: &SourceWindow, now: SystemTime) -> Option<Alert> {
     let scan = s.scan.as_ref()?;
-    match (scan.first_repeat, scan.last_repeat) {
-        (Some(first), Some(last)) => {
-            Some(repeat_report(&scan.alert, scan.repeats, first, last, now))
-        }
-        _ => None,
-    }
+    scan.repeats.report(&scan.alert, now)
 }
 
 fn scan_alert(
@@ -537,25 +544,6 @@ fn scan_alert(
         .details
         .insert("targets_total".into(), targets.len().to_string());
     alert
-}
-
-fn repeat_report(
-    alert: &Alert,
-    repeats: u64,
-    first: SystemTime,
-    last: SystemTime,
-    now: SystemTime,
-) -> Alert {
-    let mut report = alert.clone();
-    report.time = now;
-    report.summary = format!("{} repeated {repeats} times", alert.summary);
-    if let Some(flow) = &mut report.flow {
-        flow.count = repeats;
-        flow.first_seen = first;
-        flow.last_seen = last;
-    }
-    report.details.insert("report".into(), "repeat".into());
-    report
 }
 
 fn technique(id: &str, name: &str) -> Technique {

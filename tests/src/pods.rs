@@ -226,49 +226,83 @@ pub fn kube_proxy(ns: &TestNetns, dev: &str, services: &[ClusterIp<'_>]) {
 /// with its service account, and Service api with its EndpointSlice, on
 /// [`PodNetwork`]'s addresses; `node` holds both pods.
 pub fn describe_shop(api: &FakeApi, frontend_uid: &str, api_uid: &str, node: &str) {
-    for (name, hash, suffix, uid, ip) in [
-        (
-            "frontend",
-            "7d9c8b6f5",
-            "x2k4p",
-            frontend_uid,
-            PodNetwork::CLIENT_IP,
-        ),
-        ("api", "5f6d7c8b9", "q8w2e", api_uid, PodNetwork::SERVER_IP),
-    ] {
-        let labels = json!({"app": name});
-        api.apply_deployment_pod(&PodSpec {
-            namespace: "shop",
-            deployment: name,
-            hash,
-            suffix,
-            uid,
+    Shop {
+        frontend: ShopPod {
+            uid: frontend_uid,
             node,
-            ip,
-            service_account: name,
-            labels: &labels,
-        });
+            ip: PodNetwork::CLIENT_IP,
+        },
+        api: ShopPod {
+            uid: api_uid,
+            node,
+            ip: PodNetwork::SERVER_IP,
+        },
+        cluster_ip: PodNetwork::CLUSTER_IP,
+        labels: &json!({}),
     }
-    api.apply(
-        Resource::Services,
-        objects::service(
-            "shop",
-            "api",
-            PodNetwork::CLUSTER_IP,
-            80,
-            8080,
-            &json!({"app": "api"}),
-        ),
-    );
-    api.apply(
-        Resource::EndpointSlices,
-        objects::endpoint_slice(
-            "shop",
-            "api",
-            "7xk2p",
-            8080,
-            &[("api-5f6d7c8b9-q8w2e", PodNetwork::SERVER_IP, node)],
-        ),
-    );
+    .describe(api);
     api.apply(Resource::Nodes, objects::node(node, "192.0.2.1"));
+}
+
+/// One of `shop`'s pods: its UID, its node and its address.
+pub struct ShopPod<'a> {
+    pub uid: &'a str,
+    pub node: &'a str,
+    pub ip: &'a str,
+}
+
+/// `shop` wherever a test puts it: Deployments frontend and api
+/// (ReplicaSet → Deployment) with their service accounts, their pods
+/// labelled `app` and `labels`, and Service api (`cluster_ip`:80 → 8080)
+/// with its EndpointSlice. The nodes are the test's to describe.
+pub struct Shop<'a> {
+    pub frontend: ShopPod<'a>,
+    pub api: ShopPod<'a>,
+    pub cluster_ip: &'a str,
+    /// Labels of both pods besides `app` (a JSON object).
+    pub labels: &'a serde_json::Value,
+}
+
+impl Shop<'_> {
+    pub fn describe(&self, api: &FakeApi) {
+        for (name, hash, suffix, pod) in [
+            ("frontend", "7d9c8b6f5", "x2k4p", &self.frontend),
+            ("api", "5f6d7c8b9", "q8w2e", &self.api),
+        ] {
+            let mut labels = self.labels.clone();
+            labels["app"] = name.into();
+            api.apply_deployment_pod(&PodSpec {
+                namespace: "shop",
+                deployment: name,
+                hash,
+                suffix,
+                uid: pod.uid,
+                node: pod.node,
+                ip: pod.ip,
+                service_account: name,
+                labels: &labels,
+            });
+        }
+        api.apply(
+            Resource::Services,
+            objects::service(
+                "shop",
+                "api",
+                self.cluster_ip,
+                80,
+                8080,
+                &json!({"app": "api"}),
+            ),
+        );
+        api.apply(
+            Resource::EndpointSlices,
+            objects::endpoint_slice(
+                "shop",
+                "api",
+                "7xk2p",
+                8080,
+                &[("api-5f6d7c8b9-q8w2e", self.api.ip, self.api.node)],
+            ),
+        );
+    }
 }

@@ -17,8 +17,7 @@ use std::{fmt, path::PathBuf};
 
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{
-    LogExporter, MetricExporter, RetryPolicy, WithExportConfig as _, WithHttpConfig as _,
-    WithTonicConfig as _,
+    LogExporter, MetricExporter, RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig,
 };
 use opentelemetry_sdk::{
     Resource,
@@ -256,24 +255,11 @@ pub fn log_exporter(
     resource: &Resource,
 ) -> Result<LogExporter, ConfigError> {
     let mut exporter = match settings.protocol {
-        Protocol::Grpc => {
-            let mut builder = LogExporter::builder()
-                .with_tonic()
-                .with_endpoint(settings.endpoint.clone())
-                .with_retry_policy(RetryPolicy::disabled())
-                .with_metadata(tls::metadata(headers)?);
-            if let Some(config) = tls::tonic_config(&settings.endpoint, &settings.tls)? {
-                builder = builder.with_tls_config(config);
-            }
-            builder.build()?
-        }
-        Protocol::HttpProtobuf => LogExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(settings.endpoint.clone())
+        Protocol::Grpc => over_grpc(LogExporter::builder().with_tonic(), settings, headers)?
             .with_retry_policy(RetryPolicy::disabled())
-            .with_headers(headers.iter().cloned().collect())
-            .with_http_client(tls::reqwest_client(&settings.tls)?)
+            .build()?,
+        Protocol::HttpProtobuf => over_http(LogExporter::builder().with_http(), settings, headers)?
+            .with_retry_policy(RetryPolicy::disabled())
             .build()?,
     };
     exporter.set_resource(resource);
@@ -289,28 +275,48 @@ pub fn meter_provider(
 ) -> Result<SdkMeterProvider, ConfigError> {
     let exporter = match settings.protocol {
         Protocol::Grpc => {
-            let mut builder = MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(settings.endpoint.clone())
-                .with_metadata(tls::metadata(headers)?);
-            if let Some(config) = tls::tonic_config(&settings.endpoint, &settings.tls)? {
-                builder = builder.with_tls_config(config);
-            }
-            builder.build()?
+            over_grpc(MetricExporter::builder().with_tonic(), settings, headers)?.build()?
         }
-        Protocol::HttpProtobuf => MetricExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(settings.endpoint.clone())
-            .with_headers(headers.iter().cloned().collect())
-            .with_http_client(tls::reqwest_client(&settings.tls)?)
-            .build()?,
+        Protocol::HttpProtobuf => {
+            over_http(MetricExporter::builder().with_http(), settings, headers)?.build()?
+        }
     };
     let reader = PeriodicReader::builder(exporter, runtime::Tokio).build();
     Ok(SdkMeterProvider::builder()
         .with_resource(resource)
         .with_reader(reader)
         .build())
+}
+
+/// OTLP/gRPC to `settings`' endpoint, for either signal's exporter.
+fn over_grpc<B: WithExportConfig + WithTonicConfig>(
+    builder: B,
+    settings: &SignalSettings,
+    headers: &[(String, String)],
+) -> Result<B, ConfigError> {
+    let builder = builder
+        .with_endpoint(settings.endpoint.clone())
+        .with_metadata(tls::metadata(headers)?);
+    Ok(
+        match tls::tonic_config(&settings.endpoint, &settings.tls)? {
+            Some(config) => builder.with_tls_config(config),
+            None => builder,
+        },
+    )
+}
+
+/// OTLP/HTTP (protobuf) to `settings`' endpoint, for either signal's
+/// exporter.
+fn over_http<B: WithExportConfig + WithHttpConfig>(
+    builder: B,
+    settings: &SignalSettings,
+    headers: &[(String, String)],
+) -> Result<B, ConfigError> {
+    Ok(builder
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(settings.endpoint.clone())
+        .with_headers(headers.iter().cloned().collect())
+        .with_http_client(tls::reqwest_client(&settings.tls)?))
 }
 
 /// The resource every record carries. eastwatch's defaults first, then
