@@ -52,8 +52,20 @@ impl SensorArgs {
     }
 }
 
-/// What learn, monitor and run share: the kernel, identity and export
-/// options, and the cgroups left out.
+/// What every command that watches traffic takes: the kernel, identity
+/// and export options.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub sensor: SensorArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub export: ExportArgs,
+}
+
+/// What learn, monitor and run share: what watching takes, and the
+/// cgroups left out.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// Leave this cgroup and everything beneath it out of learning and
@@ -61,11 +73,7 @@ pub struct AgentArgs {
     #[arg(long = "exclude-cgroup", value_name = "PATH")]
     pub exclude_cgroups: Vec<String>,
     #[command(flatten)]
-    pub sensor: SensorArgs,
-    #[command(flatten)]
-    pub identity: IdentityArgs,
-    #[command(flatten)]
-    pub export: ExportArgs,
+    pub watch: WatchArgs,
 }
 
 #[derive(Debug, Args)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 pub use self::{
-    agent::{AgentArgs, LearnArgs, MonitorArgs, RunArgs, SensorArgs},
+    agent::{AgentArgs, LearnArgs, MonitorArgs, RunArgs, WatchArgs},
     baseline::{BaselineArgs, OutputFormat, Tool},
     observe::ObserveArgs,
 };

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::SensorArgs;
-use crate::{export::ExportArgs, identity::IdentityArgs, sinks::printer::Format};
+use super::WatchArgs;
+use crate::sinks::printer::Format;
 
 #[derive(Debug, Args)]
 pub struct ObserveArgs {
@@ -16,9 +16,5 @@ pub struct ObserveArgs {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     #[command(flatten)]
-    pub sensor: SensorArgs,
-    #[command(flatten)]
-    pub identity: IdentityArgs,
-    #[command(flatten)]
-    pub export: ExportArgs,
+    pub watch: WatchArgs,
 }

@@ -56,7 +56,8 @@ struct CommandSetup {
 /// `command` until it ends.
 async fn start_agent(args: AgentArgs, command: CommandSetup) -> anyhow::Result<ExitCode> {
     crate::privileges::check(command.command)?;
-    let resolver = synced_resolver(&args.identity).await?;
+    let watch = args.watch;
+    let resolver = synced_resolver(&watch.identity).await?;
     let stage = PolicyStage::new(PolicySetup {
         scopes: command.scopes,
         baseline: command.baseline,
@@ -77,10 +78,10 @@ async fn start_agent(args: AgentArgs, command: CommandSetup) -> anyhow::Result<E
     }
     pipeline::run(Setup {
         command: command.command,
-        sensor: args.sensor.config(),
+        sensor: watch.sensor.config(),
         duration: command.duration,
         resolver,
-        export: args.export,
+        export: watch.export,
         sinks,
         stage,
     })

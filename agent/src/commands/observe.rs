@@ -12,14 +12,15 @@ pub async fn run(args: ObserveArgs) -> anyhow::Result<ExitCode> {
     crate::privileges::check("observe")?;
     // Identity sources before the programs: the Kubernetes watches list
     // while the programs load.
-    let resolver = IdentityResolver::start(&args.identity).await?;
+    let watch = args.watch;
+    let resolver = IdentityResolver::start(&watch.identity).await?;
     pipeline::run(Setup {
         command: "observe",
-        sensor: args.sensor.config(),
+        sensor: watch.sensor.config(),
         duration: args.duration,
         stage: PrintStage::new(args.format, resolver.clone()),
         resolver,
-        export: args.export,
+        export: watch.export,
         // Flows go to stdout; alerts (kernel losses) only to export.
         sinks: Vec::new(),
     })
