@@ -36,7 +36,8 @@ pub enum Command {
     /// The long-running agent: per-scope learn/monitor modes from a config
     /// file, with hot reload.
     Run(crate::baseline::commands::RunArgs),
-    /// Baseline tools: lint, diff, merge, explain, report, schema.
+    /// Baseline tools: lint, diff, merge, explain, report, schema, export,
+    /// graph.
     Baseline(crate::baseline::commands::BaselineArgs),
     /// Check a running agent's health endpoint (exit 0 when it answers
     /// 200); for exec probes.

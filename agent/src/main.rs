@@ -44,7 +44,7 @@ fn main() -> std::process::ExitCode {
             Command::Learn(args) => eastwatch::baseline::commands::learn(args).await,
             Command::Monitor(args) => eastwatch::baseline::commands::monitor(args).await,
             Command::Run(args) => eastwatch::baseline::commands::run(args).await,
-            Command::Baseline(args) => eastwatch::baseline::commands::tool(args),
+            Command::Baseline(args) => eastwatch::baseline::commands::tool(args).await,
             Command::Probe(args) => eastwatch::export::health::probe(&args.url, args.timeout)
                 .await
                 .map(|()| std::process::ExitCode::SUCCESS),

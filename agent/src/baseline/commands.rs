@@ -217,6 +217,11 @@ pub enum Tool {
     },
     /// Print the JSON Schema of baseline files.
     Schema,
+    /// NetworkPolicies or CiliumNetworkPolicies that admit exactly the
+    /// baseline's edges (--check: what enforcing them would block).
+    Export(super::policy_commands::ExportArgs),
+    /// The service map: HTML with inline SVG, DOT or Mermaid.
+    Graph(super::policy_commands::GraphArgs),
 }
 
 pub async fn learn(args: LearnArgs) -> anyhow::Result<ExitCode> {
@@ -321,7 +326,7 @@ fn load_valid(path: &Path) -> anyhow::Result<validate::Baseline> {
     Ok(baseline)
 }
 
-pub fn tool(args: BaselineArgs) -> anyhow::Result<ExitCode> {
+pub async fn tool(args: BaselineArgs) -> anyhow::Result<ExitCode> {
     let now = SystemTime::now();
     match args.command {
         Tool::Lint {
@@ -433,5 +438,7 @@ pub fn tool(args: BaselineArgs) -> anyhow::Result<ExitCode> {
             print!("{}", format::json_schema());
             Ok(ExitCode::SUCCESS)
         }
+        Tool::Export(args) => super::policy_commands::export(args).await,
+        Tool::Graph(args) => super::policy_commands::graph(args),
     }
 }

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod convert;
 pub mod owners;
+pub mod snapshot;
 pub mod store;
 
 use std::{
