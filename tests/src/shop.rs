@@ -4,6 +4,8 @@
 //! cluster to the Kubernetes API and read the baseline the demo learns
 //! (`tests/fixtures/demo/`).
 
+use std::path::{Path, PathBuf};
+
 use serde_json::{Value, json};
 
 use crate::{
@@ -141,4 +143,17 @@ pub fn describe(api: &FakeApi, uids: &[String]) {
         );
     }
     api.apply(Resource::Nodes, objects::node(NODE, "192.0.2.1"));
+}
+
+/// A file of `tests/fixtures/demo/`: what the demo learned (baseline,
+/// evidence) and alerted.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/demo")
+        .join(name)
+}
+
+/// A path as a command-line argument.
+pub fn arg(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
 }

@@ -11,7 +11,7 @@
 
 use std::{
     collections::BTreeMap,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Output},
 };
 
@@ -20,7 +20,7 @@ use eastwatch_tests::{
     agent::agent_binary,
     kube_api::FakeApi,
     pods::pod_uid,
-    shop::{self, TIERS},
+    shop::{self, TIERS, arg, fixture},
 };
 use k8s_openapi::{
     api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort},
@@ -28,16 +28,6 @@ use k8s_openapi::{
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/demo")
-        .join(name)
-}
-
-fn arg(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 path")
-}
 
 /// The demo's shop, described by an API server for kube-rs.
 struct Cluster {

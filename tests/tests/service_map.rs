@@ -12,20 +12,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use eastwatch_tests::{TempDir, agent::agent_binary};
+use eastwatch_tests::{
+    TempDir,
+    agent::agent_binary,
+    shop::{arg, fixture},
+};
 
 const RED: (u8, u8, u8) = (0xd6, 0x27, 0x28);
 const WORKLOAD_FILL: (u8, u8, u8) = (0xe8, 0xf0, 0xfe);
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/demo")
-        .join(name)
-}
-
-fn arg(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 path")
-}
 
 fn chromium() -> PathBuf {
     for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {

@@ -77,14 +77,7 @@ pub struct Observed {
 
 /// Reads an evidence or alerts file.
 pub fn read(path: &Path) -> Result<Observed, Vec<Diagnostic>> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|err| {
-        vec![Diagnostic::error(
-            &file,
-            None,
-            format!("cannot read: {err}"),
-        )]
-    })?;
+    let (text, file) = super::parse::read_text(path)?;
     from_str(&text, &file)
 }
 

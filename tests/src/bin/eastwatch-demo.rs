@@ -566,25 +566,27 @@ fn prevent(eastwatch: &Path, shop: &Shop, out: &Path) -> anyhow::Result<()> {
         path_of(out, "shop-alerts.jsonl")?,
     );
     let kubeconfig = path(&shop.kubeconfig)?;
+    // `eastwatch baseline export` of the learned baseline, labels from the
+    // shop's API.
+    let export = |format: &str, rest: &[&str]| {
+        let mut args = vec![
+            "baseline",
+            "export",
+            &baseline,
+            "--format",
+            format,
+            "--kubeconfig",
+            kubeconfig,
+        ];
+        args.extend_from_slice(rest);
+        eastwatch_says(eastwatch, &args)
+    };
     for (format, file) in [
         ("networkpolicy", "shop-networkpolicies.yaml"),
         ("ciliumnetworkpolicy", "shop-ciliumnetworkpolicies.yaml"),
     ] {
         let target = path_of(out, file)?;
-        let export = eastwatch_says(
-            eastwatch,
-            &[
-                "baseline",
-                "export",
-                &baseline,
-                "--format",
-                format,
-                "--kubeconfig",
-                kubeconfig,
-                "--out",
-                &target,
-            ],
-        )?;
+        let export = export(format, &["--out", &target])?;
         ensure!(
             export.status.success(),
             "eastwatch baseline export --format {format} failed"
@@ -602,20 +604,7 @@ fn prevent(eastwatch: &Path, shop: &Shop, out: &Path) -> anyhow::Result<()> {
     say("receive behind Service api's port 80 (policies apply after kube-proxy's DNAT)");
 
     heading("9. Check: what enforcing them would have blocked");
-    let check = eastwatch_says(
-        eastwatch,
-        &[
-            "baseline",
-            "export",
-            &baseline,
-            "--format",
-            "networkpolicy",
-            "--kubeconfig",
-            kubeconfig,
-            "--check",
-            &alerts,
-        ],
-    )?;
+    let check = export("networkpolicy", &["--check", &alerts])?;
     let report = String::from_utf8_lossy(&check.stdout);
     for line in report.lines() {
         say(&format!("  {line}"));
@@ -626,20 +615,7 @@ fn prevent(eastwatch: &Path, shop: &Shop, out: &Path) -> anyhow::Result<()> {
             && report.contains("BLOCKED      workload:shop/deployment/frontend -> workload:shop/deployment/api 9999/udp"),
         "the check does not block the attack:\n{report}"
     );
-    let everyday = eastwatch_says(
-        eastwatch,
-        &[
-            "baseline",
-            "export",
-            &baseline,
-            "--format",
-            "networkpolicy",
-            "--kubeconfig",
-            kubeconfig,
-            "--check",
-            &evidence,
-        ],
-    )?;
+    let everyday = export("networkpolicy", &["--check", &evidence])?;
     let report = String::from_utf8_lossy(&everyday.stdout);
     say(&format!(
         "  the learned traffic: {}",

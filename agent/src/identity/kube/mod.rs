@@ -74,16 +74,7 @@ impl KubeSource {
                 let owners = owners.clone();
                 let cluster = cluster.clone();
                 async move {
-                    let namespace = pod.namespace()?;
-                    let hash = pod.labels().get("pod-template-hash").cloned();
-                    let (kind, name) = owners
-                        .workload_of(
-                            &namespace,
-                            &pod.name_any(),
-                            pod.owner_references(),
-                            hash.as_deref(),
-                        )
-                        .await;
+                    let (_, kind, name) = owners.workload_of_pod(&pod).await?;
                     convert::pod_record(&pod, &cluster, kind, name).map(Record::Pod)
                 }
             }

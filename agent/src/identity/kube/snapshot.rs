@@ -64,9 +64,6 @@ async fn read_now(client: Client, source: &str) -> anyhow::Result<ClusterFacts> 
     let owners = OwnerCache::new(client);
     let mut workloads: BTreeMap<String, WorkloadFacts> = BTreeMap::new();
     for pod in &pods {
-        let Some(namespace) = pod.namespace() else {
-            continue;
-        };
         let status = pod.status.as_ref();
         if matches!(
             status.and_then(|s| s.phase.as_deref()),
@@ -74,17 +71,11 @@ async fn read_now(client: Client, source: &str) -> anyhow::Result<ClusterFacts> 
         ) {
             continue;
         }
-        let hash = pod.labels().get("pod-template-hash").cloned();
-        let (kind, name) = owners
-            .workload_of(
-                &namespace,
-                &pod.name_any(),
-                pod.owner_references(),
-                hash.as_deref(),
-            )
-            .await;
+        let Some((namespace, kind, name)) = owners.workload_of_pod(pod).await else {
+            continue;
+        };
         let facts = WorkloadFacts {
-            namespace: namespace.clone(),
+            namespace,
             kind: kind.as_str().to_owned(),
             name,
             ..WorkloadFacts::default()
