@@ -14,6 +14,7 @@ pub mod kube_api;
 pub mod netns;
 pub mod otlp;
 pub mod pods;
+pub mod shop;
 pub mod spawn;
 
 pub use agent::Agent;

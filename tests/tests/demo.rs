@@ -1,7 +1,9 @@
 //! `cargo xtask demo` runs the `eastwatch-demo` binary: it must tell its
 //! whole story (and it checks the story itself: no alert for learned paths,
-//! one for each attack step, every alert received over OTLP), and it must
-//! leave nothing behind, finished or interrupted with Ctrl-C.
+//! one for each attack step, every alert received over OTLP, the exported
+//! policies blocking the attack and passing the learned traffic), and it
+//! must leave nothing behind but its files, finished or interrupted with
+//! Ctrl-C. What it learns is the fixture the export and map tests read.
 
 use std::{
     collections::BTreeSet,
@@ -11,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use eastwatch_tests::{agent::agent_binary, cgroup::cgroup2_mount};
+use eastwatch_tests::{TempDir, agent::agent_binary, cgroup::cgroup2_mount};
 
 const DEMO: &str = env!("CARGO_BIN_EXE_eastwatch-demo");
 
@@ -42,9 +44,11 @@ fn walk(dir: &Path, found: &mut BTreeSet<String>) {
     }
 }
 
-fn demo() -> Command {
+fn demo(out: &Path) -> Command {
     let mut command = Command::new(DEMO);
-    command.env("EASTWATCH_BIN", agent_binary());
+    command
+        .env("EASTWATCH_BIN", agent_binary())
+        .env("EASTWATCH_DEMO_OUT", out);
     command
 }
 
@@ -52,7 +56,8 @@ fn demo() -> Command {
 fn the_demo_tells_the_whole_story_and_leaves_nothing_behind() {
     eastwatch_tests::require_root();
     let before = leftovers();
-    let out = demo().output().expect("run eastwatch-demo");
+    let files = TempDir::new("demo-out");
+    let out = demo(files.path()).output().expect("run eastwatch-demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
@@ -65,8 +70,29 @@ fn the_demo_tells_the_whole_story_and_leaves_nothing_behind() {
         "unauthorized udp flow workload:shop/deployment/frontend -> workload:shop/deployment/api port 9999",
         "T1046",
         "eastwatch.alert.unauthorized_flow first  severity=medium workload:shop/deployment/frontend → workload:shop/deployment/db 10.78.0.3:5432/tcp",
+        "8. Prevent",
+        "│   name: eastwatch-deployment-db-ingress",
+        "│       port: 8080",
+        "BLOCKED      workload:shop/deployment/frontend -> workload:shop/deployment/db 5432/tcp",
+        "the learned traffic: 3 flows: 3 admitted, 0 blocked, 0 undetermined",
+        "10. The service map",
     ] {
         assert!(stdout.contains(needle), "no {needle:?} in\n{stdout}");
+    }
+    // Learning is deterministic: the baseline is the fixture's, byte for
+    // byte, so the export and map tests read what the demo learns.
+    let learned = std::fs::read_to_string(files.join("shop-baseline.yaml")).expect("baseline");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo/shop-baseline.yaml");
+    assert_eq!(learned, std::fs::read_to_string(fixture).expect("fixture"));
+    for file in [
+        "shop-evidence.json",
+        "shop-alerts.jsonl",
+        "shop-networkpolicies.yaml",
+        "shop-ciliumnetworkpolicies.yaml",
+        "shop-map.html",
+    ] {
+        let len = std::fs::metadata(files.join(file)).map_or(0, |m| m.len());
+        assert!(len > 0, "the demo wrote no {file}");
     }
     assert_eq!(leftovers(), before, "the demo left something behind");
 }
@@ -75,7 +101,8 @@ fn the_demo_tells_the_whole_story_and_leaves_nothing_behind() {
 fn ctrl_c_mid_demo_removes_the_simulated_node() {
     eastwatch_tests::require_root();
     let before = leftovers();
-    let mut child = demo()
+    let files = TempDir::new("demo-out");
+    let mut child = demo(files.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

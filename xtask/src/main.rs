@@ -76,9 +76,11 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Builds the agent and the demo (release) and runs the demo. Ctrl-C
-/// reaches the demo too (same process group): it removes its simulated
-/// node and exits, and this waits for that instead of dying first.
+/// Builds the agent and the demo (release) and runs the demo; what it
+/// makes to look at (baseline, alerts, policies, the map) stays in
+/// `target/demo`. Ctrl-C reaches the demo too (same process group): it
+/// removes its simulated node and exits, and this waits for that instead
+/// of dying first.
 fn demo(root: &Path) -> anyhow::Result<()> {
     if !setup::is_root() {
         bail!(
@@ -89,7 +91,9 @@ fn demo(root: &Path) -> anyhow::Result<()> {
     let agent = build_release(root)?;
     let demo = build_harness_bins(root, &["eastwatch-demo", "eastwatch-peer"])?;
     ignore_interrupts();
-    run(Command::new(demo).env("EASTWATCH_BIN", agent))
+    run(Command::new(demo)
+        .env("EASTWATCH_BIN", agent)
+        .env("EASTWATCH_DEMO_OUT", root.join("target/demo")))
 }
 
 fn ignore_interrupts() {

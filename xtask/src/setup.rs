@@ -27,7 +27,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_MAJOR: &str = "22";
 
 /// Debian packages: LLVM for bpf-linker, and what the tests and demo run
-/// (ip, nft, curl).
+/// (ip, nft, curl; chromium renders the service map headless).
 fn debian_packages() -> Vec<String> {
     vec![
         format!("llvm-{LLVM_MAJOR}-dev"),
@@ -39,6 +39,7 @@ fn debian_packages() -> Vec<String> {
         "curl".into(),
         "procps".into(),
         "util-linux".into(),
+        "chromium".into(),
     ]
 }
 
@@ -73,7 +74,7 @@ fn check_os() -> anyhow::Result<()> {
     }
     bail!(
         "cargo xtask knows how to set up Debian and Ubuntu (apt); this is `{}`.\n\
-         Install by hand: LLVM {LLVM_MAJOR} development files, iproute2, nftables, curl; \
+         Install by hand: LLVM {LLVM_MAJOR} development files, iproute2, nftables, curl, chromium; \
          then `rustup toolchain install <ebpf/rust-toolchain.toml channel> --component rust-src` \
          and `cargo install bpf-linker --version {BPF_LINKER_VERSION} --no-default-features \
          --features llvm-{LLVM_MAJOR}` with LLVM_PREFIX pointing at LLVM {LLVM_MAJOR}.",

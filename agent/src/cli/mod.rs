@@ -13,7 +13,9 @@ use clap::{Args, Parser, Subcommand};
 
 pub use self::{
     agent::{AgentArgs, LearnArgs, MonitorArgs, RunArgs, WatchArgs},
-    baseline::{BaselineArgs, OutputFormat, Tool},
+    baseline::{
+        BaselineArgs, ExportArgs, GraphArgs, GraphFormat, OutputFormat, PolicyFormat, Tool,
+    },
     observe::ObserveArgs,
 };
 
@@ -42,7 +44,8 @@ pub enum Command {
     /// The long-running agent: per-scope learn/monitor modes from a config
     /// file, with hot reload.
     Run(RunArgs),
-    /// Baseline tools: lint, diff, merge, explain, report, schema.
+    /// Baseline tools: lint, diff, merge, explain, report, schema, export,
+    /// graph.
     Baseline(BaselineArgs),
     /// Check a running agent's health endpoint (exit 0 when it answers
     /// 200); for exec probes.

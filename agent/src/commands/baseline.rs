@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::cli::{BaselineArgs, OutputFormat, Tool};
 
-pub fn run(args: BaselineArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: BaselineArgs) -> anyhow::Result<ExitCode> {
     let now = SystemTime::now();
     match args.command {
         Tool::Lint {
@@ -72,6 +72,8 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<ExitCode> {
             print!("{}", json_schema());
             Ok(ExitCode::SUCCESS)
         }
+        Tool::Export(args) => super::policies::export(args).await,
+        Tool::Graph(args) => super::policies::graph(args),
     }
 }
 

@@ -5,6 +5,7 @@ mod baseline;
 mod learn;
 mod monitor;
 mod observe;
+mod policies;
 mod run;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -31,7 +32,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Learn(args) => learn::run(args).await,
         Command::Monitor(args) => monitor::run(args).await,
         Command::Run(args) => run::run(args).await,
-        Command::Baseline(args) => baseline::run(args),
+        Command::Baseline(args) => baseline::run(args).await,
         Command::Probe(args) => health::probe(&args.url, args.timeout)
             .await
             .map(|()| ExitCode::SUCCESS),

@@ -22,16 +22,22 @@ pub fn from_str<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, Vec<Di
 
 /// Reads and deserializes a file.
 pub fn read<T: DeserializeOwned>(path: &Path) -> Result<(T, String), Vec<Diagnostic>> {
+    let (text, file) = read_text(path)?;
+    let value = from_str(&text, &file)?;
+    Ok((value, text))
+}
+
+/// A file's text and its name for messages.
+pub fn read_text(path: &Path) -> Result<(String, String), Vec<Diagnostic>> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|err| {
-        vec![Diagnostic::error(
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((text, file)),
+        Err(err) => Err(vec![Diagnostic::error(
             &file,
             None,
             format!("cannot read: {err}"),
-        )]
-    })?;
-    let value = from_str(&text, &file)?;
-    Ok((value, text))
+        )]),
+    }
 }
 
 /// The parser's message without the location it appends (we print

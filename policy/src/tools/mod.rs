@@ -1,12 +1,16 @@
-//! The tool chain on baseline files: lint, diff, merge, explain and the
-//! least-privilege report. Each takes files or parsed baselines and
+//! The tool chain on baseline files: lint, diff, merge, explain, the
+//! least-privilege report, and what a baseline becomes: network policies
+//! (`netpol`, with a check of observed flows) and a service map (`graph`). Each takes files or parsed baselines and
 //! returns a result the command line prints (as text with the `*_text`
 //! functions, or as JSON).
 
 mod diff;
 mod explain;
+pub mod graph;
 mod lint;
 mod merge;
+pub mod netpol;
+pub mod observed;
 mod report;
 
 use std::{
@@ -15,6 +19,7 @@ use std::{
     time::SystemTime,
 };
 
+use self::report::named_identity;
 pub use self::{
     diff::{Diff, EdgeChange, EdgeSummary, diff, diff_text},
     explain::{Explanation, NearRule, explain, explain_path, explanation_text, parse_identity},

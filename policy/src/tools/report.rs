@@ -43,7 +43,8 @@ pub struct PrivilegeReport {
     pub blast_radius: Vec<BlastRadius>,
 }
 
-fn named_identity(selector: &Selector) -> Option<Identity> {
+/// The one identity a selector names, if it names exactly one.
+pub(crate) fn named_identity(selector: &Selector) -> Option<Identity> {
     let text = if let (Some(ns), Some(w)) = (&selector.namespace, &selector.workload) {
         format!(
             "workload:{ns}/{}/{}",

@@ -6,10 +6,14 @@
 //! the everyday paths, writes and lints the baseline, switches to monitor
 //! with alerts going to a local OTLP/gRPC receiver, and then the frontend
 //! is "compromised": it goes straight to the database, sweeps ports and
-//! opens a new UDP path. Everything is removed on exit, Ctrl-C included.
+//! opens a new UDP path. Last, the baseline becomes NetworkPolicies (pod
+//! labels from the API), checked against the attack's alerts and the
+//! learned traffic, and a service map. The node is removed on exit, Ctrl-C
+//! included; the files to look at stay in `EASTWATCH_DEMO_OUT`.
 //!
 //! The demo checks its own story: it fails when an attack step raises no
-//! alert, when a learned path does, or when the receiver gets nothing.
+//! alert, when a learned path does, when the receiver gets nothing, or
+//! when the policies let the attack through or block the learned traffic.
 
 use std::{
     path::{Path, PathBuf},
@@ -24,77 +28,15 @@ use eastwatch_tests::{
     agent::agent_binary,
     cgroup::cgroup2_mount,
     events::is_alert,
-    kube_api::{
-        FakeApi, Resource,
-        objects::{self, PodSpec},
-    },
+    kube_api::FakeApi,
     otlp::{Collector, Protocol, ReceivedLog},
     pods::{ClusterIp, PodCgroup, container_id, kube_proxy, pod_uid},
+    shop::{API, API_SERVICE, DB, DB_SERVICE, FRONTEND, NAMESPACE, NODE, SERVICES, TIERS},
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
-const NAMESPACE: &str = "shop";
-const NODE: &str = "demo-node";
 const CLUSTER: &str = "demo";
 const UNAUTHORIZED: &str = "eastwatch.alert.unauthorized_flow";
-
-/// One tier: a Deployment with one pod on member `i` of the LAN.
-struct Tier {
-    name: &'static str,
-    hash: &'static str,
-    suffix: &'static str,
-    /// The port its server listens on.
-    serves: Option<u16>,
-}
-
-const TIERS: [Tier; 3] = [
-    Tier {
-        name: "frontend",
-        hash: "7d9c8b6f5",
-        suffix: "x2k4p",
-        serves: None,
-    },
-    Tier {
-        name: "api",
-        hash: "5f6d7c8b9",
-        suffix: "q8w2e",
-        serves: Some(8080),
-    },
-    Tier {
-        name: "db",
-        hash: "6b7c5d9f8",
-        suffix: "m3n7r",
-        serves: Some(5432),
-    },
-];
-const FRONTEND: usize = 0;
-const API: usize = 1;
-const DB: usize = 2;
-
-/// A Service: its ClusterIP and port, and the tier behind it.
-struct Service {
-    name: &'static str,
-    cluster_ip: &'static str,
-    port: u16,
-    tier: usize,
-}
-
-const API_SERVICE: usize = 0;
-const DB_SERVICE: usize = 1;
-const SERVICES: [Service; 2] = [
-    Service {
-        name: "api",
-        cluster_ip: "10.78.96.10",
-        port: 80,
-        tier: API,
-    },
-    Service {
-        name: "db",
-        cluster_ip: "10.78.96.11",
-        port: 5432,
-        tier: DB,
-    },
-];
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -252,45 +194,20 @@ impl Shop {
                 ip: s.cluster_ip,
                 port: s.port,
                 backend_ip: backend,
-                backend_port: TIERS[s.tier].serves.unwrap_or(s.port),
+                backend_port: s.target(),
             })
             .collect();
         let api = FakeApi::start();
         let mut pods = Vec::new();
+        let mut uids = Vec::new();
         for (i, tier) in TIERS.iter().enumerate() {
             checkpoint()?;
             let uid = pod_uid(tier.name);
             pods.push(PodCgroup::burstable(&uid, &container_id(tier.name)));
             kube_proxy(&lan.members[i], &lan.device(i), &cluster_ips);
-            describe(&api, i, &uid);
+            uids.push(uid);
         }
-        for service in &SERVICES {
-            let tier = &TIERS[service.tier];
-            let pod = format!("{}-{}-{}", tier.name, tier.hash, tier.suffix);
-            let target = tier.serves.unwrap_or(service.port);
-            api.apply(
-                Resource::Services,
-                objects::service(
-                    NAMESPACE,
-                    service.name,
-                    service.cluster_ip,
-                    service.port,
-                    target,
-                    &json!({"app": tier.name}),
-                ),
-            );
-            api.apply(
-                Resource::EndpointSlices,
-                objects::endpoint_slice(
-                    NAMESPACE,
-                    service.name,
-                    "7xk2p",
-                    target,
-                    &[(pod.as_str(), Lan::v4(service.tier).as_str(), NODE)],
-                ),
-            );
-        }
-        api.apply(Resource::Nodes, objects::node(NODE, "192.0.2.1"));
+        eastwatch_tests::shop::describe(&api, &uids);
         let kubeconfig = api.write_kubeconfig(dir, CLUSTER);
 
         let mut servers = Vec::new();
@@ -385,29 +302,6 @@ impl Shop {
     }
 }
 
-/// Deployment, ReplicaSet and Pod of tier `i`.
-fn describe(api: &FakeApi, i: usize, uid: &str) {
-    let tier = &TIERS[i];
-    let labels = json!({"app": tier.name, "tier": tier.name});
-    api.apply_deployment_pod(&PodSpec {
-        namespace: NAMESPACE,
-        deployment: tier.name,
-        hash: tier.hash,
-        suffix: tier.suffix,
-        uid,
-        node: NODE,
-        ip: &Lan::v4(i),
-        service_account: tier.name,
-        labels: &labels,
-    });
-}
-
-impl Service {
-    fn addr(&self) -> String {
-        format!("{}:{}", self.cluster_ip, self.port)
-    }
-}
-
 fn workload(tier: usize) -> String {
     format!("workload:{NAMESPACE}/deployment/{}", TIERS[tier].name)
 }
@@ -440,6 +334,7 @@ fn run() -> anyhow::Result<()> {
         "eastwatch demo: one simulated Kubernetes node, a 3-tier shop, a compromised frontend"
     );
     let dir = TempDir::new("eastwatch-demo");
+    let out = output_dir()?;
     let control = ControlPlane::enter()?;
 
     heading("1. The node: pods in kubepods cgroups and network namespaces, Services, the API");
@@ -452,8 +347,8 @@ fn run() -> anyhow::Result<()> {
     let identity = shop.agent_args(&control);
 
     heading("2. Learn: eastwatch watches the everyday traffic");
-    let baseline = dir.join("shop-baseline.yaml");
-    let evidence = dir.join("shop-evidence.json");
+    let baseline = out.join("shop-baseline.yaml");
+    let evidence = out.join("shop-evidence.json");
     let (baseline_arg, evidence_arg) = (path(&baseline)?, path(&evidence)?);
     let mut learner = Agent::spawn(&agent_args(
         &[
@@ -528,11 +423,14 @@ fn run() -> anyhow::Result<()> {
     let collector = Collector::start(Protocol::Grpc);
     let endpoint = collector.endpoint();
     let spool = dir.join("spool");
+    let alerts_file = out.join("shop-alerts.jsonl");
     let mut monitor = Agent::spawn(&agent_args(
         &[
             "monitor",
             "--baseline",
             baseline_arg,
+            "--alerts-file",
+            path(&alerts_file)?,
             "--otlp-endpoint",
             &endpoint,
             "--otlp-protocol",
@@ -608,12 +506,152 @@ fn run() -> anyhow::Result<()> {
         raised.len(),
         received.len()
     );
+    prevent(&eastwatch, &shop, &out)?;
     println!(
         "\nDone: {} alerts raised, {} log records received; removing the node.",
         raised.len(),
         received.len()
     );
     Ok(())
+}
+
+/// What the demo leaves for you to look at, in `EASTWATCH_DEMO_OUT`
+/// (`cargo xtask demo`: `target/demo`).
+const OUTPUTS: [&str; 6] = [
+    "shop-baseline.yaml",
+    "shop-evidence.json",
+    "shop-alerts.jsonl",
+    "shop-networkpolicies.yaml",
+    "shop-ciliumnetworkpolicies.yaml",
+    "shop-map.html",
+];
+
+fn output_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::var_os("EASTWATCH_DEMO_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("eastwatch-demo"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    for name in OUTPUTS {
+        match std::fs::remove_file(dir.join(name)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(err).with_context(|| format!("remove the old {name}"));
+            }
+            _ => {}
+        }
+    }
+    Ok(dir)
+}
+
+/// Runs `eastwatch` with `args`; its stderr lines are said, its output
+/// returned.
+fn eastwatch_says(eastwatch: &Path, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    say(&format!("$ eastwatch {}", args.join(" ")));
+    let output = Command::new(eastwatch)
+        .args(args)
+        .output()
+        .with_context(|| format!("run eastwatch {}", args.join(" ")))?;
+    for line in String::from_utf8_lossy(&output.stderr).lines() {
+        say(&format!("  {line}"));
+    }
+    Ok(output)
+}
+
+/// The reviewed baseline becomes prevention (network policies, checked
+/// against what was seen) and a picture (the service map).
+fn prevent(eastwatch: &Path, shop: &Shop, out: &Path) -> anyhow::Result<()> {
+    heading("8. Prevent: the baseline as Kubernetes NetworkPolicies (pod labels from the API)");
+    let (baseline, evidence, alerts) = (
+        path_of(out, "shop-baseline.yaml")?,
+        path_of(out, "shop-evidence.json")?,
+        path_of(out, "shop-alerts.jsonl")?,
+    );
+    let kubeconfig = path(&shop.kubeconfig)?;
+    // `eastwatch baseline export` of the learned baseline, labels from the
+    // shop's API.
+    let export = |format: &str, rest: &[&str]| {
+        let mut args = vec![
+            "baseline",
+            "export",
+            &baseline,
+            "--format",
+            format,
+            "--kubeconfig",
+            kubeconfig,
+        ];
+        args.extend_from_slice(rest);
+        eastwatch_says(eastwatch, &args)
+    };
+    for (format, file) in [
+        ("networkpolicy", "shop-networkpolicies.yaml"),
+        ("ciliumnetworkpolicy", "shop-ciliumnetworkpolicies.yaml"),
+    ] {
+        let target = path_of(out, file)?;
+        let export = export(format, &["--out", &target])?;
+        ensure!(
+            export.status.success(),
+            "eastwatch baseline export --format {format} failed"
+        );
+        if format == "networkpolicy" {
+            let text = std::fs::read_to_string(&target).context("read the exported policies")?;
+            for line in text.lines() {
+                println!("   │ {line}");
+            }
+        }
+    }
+    say(
+        "the db admits only the api on 5432/tcp; the api only the frontend on 8080/tcp, the port its pods",
+    );
+    say("receive behind Service api's port 80 (policies apply after kube-proxy's DNAT)");
+
+    heading("9. Check: what enforcing them would have blocked");
+    let check = export("networkpolicy", &["--check", &alerts])?;
+    let report = String::from_utf8_lossy(&check.stdout);
+    for line in report.lines() {
+        say(&format!("  {line}"));
+    }
+    ensure!(
+        check.status.code() == Some(1)
+            && report.contains("BLOCKED      workload:shop/deployment/frontend -> workload:shop/deployment/db 5432/tcp")
+            && report.contains("BLOCKED      workload:shop/deployment/frontend -> workload:shop/deployment/api 9999/udp"),
+        "the check does not block the attack:\n{report}"
+    );
+    let everyday = export("networkpolicy", &["--check", &evidence])?;
+    let report = String::from_utf8_lossy(&everyday.stdout);
+    say(&format!(
+        "  the learned traffic: {}",
+        report.lines().last().unwrap_or_default()
+    ));
+    ensure!(
+        everyday.status.success(),
+        "the policies block learned traffic:\n{report}"
+    );
+
+    heading("10. The service map");
+    let map = path_of(out, "shop-map.html")?;
+    let graph = eastwatch_says(
+        eastwatch,
+        &[
+            "baseline",
+            "graph",
+            &baseline,
+            "--evidence",
+            &evidence,
+            "--alerts",
+            &alerts,
+            "--out",
+            &map,
+        ],
+    )?;
+    ensure!(graph.status.success(), "eastwatch baseline graph failed");
+    say(&format!(
+        "open {map} in any browser: namespaces, ports, unused edges dashed, the attack in red"
+    ));
+    say(&format!("the demo's files stay in {}", out.display()));
+    Ok(())
+}
+
+fn path_of(dir: &Path, name: &str) -> anyhow::Result<String> {
+    path(&dir.join(name)).map(str::to_owned)
 }
 
 fn path(p: &Path) -> anyhow::Result<&str> {

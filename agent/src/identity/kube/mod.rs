@@ -11,6 +11,7 @@
 pub mod config;
 pub mod convert;
 pub mod owners;
+pub mod snapshot;
 pub mod store;
 
 use std::{
@@ -155,16 +156,7 @@ fn write(state: &RwLock<ClusterState>) -> std::sync::RwLockWriteGuard<'_, Cluste
 /// every change into the state.
 /// A pod as the store keeps it, its workload found through its owners.
 async fn pod_record(owners: Arc<OwnerCache>, cluster: Arc<str>, pod: Pod) -> Option<Record> {
-    let namespace = pod.namespace()?;
-    let hash = pod.labels().get("pod-template-hash").cloned();
-    let (kind, name) = owners
-        .workload_of(
-            &namespace,
-            &pod.name_any(),
-            pod.owner_references(),
-            hash.as_deref(),
-        )
-        .await;
+    let (_, kind, name) = owners.workload_of_pod(&pod).await?;
     convert::pod_record(&pod, &cluster, kind, name).map(Record::Pod)
 }
 

@@ -9,10 +9,10 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::{apps::v1::ReplicaSet, batch::v1::Job},
+    api::{apps::v1::ReplicaSet, batch::v1::Job, core::v1::Pod},
     apimachinery::pkg::apis::meta::v1::OwnerReference,
 };
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tracing::debug;
 
 use eastwatch_policy::identity::WorkloadKind;
@@ -55,6 +55,22 @@ impl OwnerCache {
             entries: Mutex::new(HashMap::new()),
             fetching: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// A pod's namespace and its workload's kind and name; None for a pod
+    /// without a namespace.
+    pub async fn workload_of_pod(&self, pod: &Pod) -> Option<(String, WorkloadKind, String)> {
+        let namespace = pod.namespace()?;
+        let hash = pod.labels().get("pod-template-hash").cloned();
+        let (kind, name) = self
+            .workload_of(
+                &namespace,
+                &pod.name_any(),
+                pod.owner_references(),
+                hash.as_deref(),
+            )
+            .await;
+        Some((namespace, kind, name))
     }
 
     /// The workload kind and name for a pod named `pod_name` with these
