@@ -124,7 +124,10 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
     s.serialize_f64(d.as_secs_f64())
 }
 
-/// Network namespace cookie → inode, refreshed when an unknown cookie shows.
+/// Network namespace cookie → inode. The kernel notes each namespace's
+/// inode before the namespace's first flow event, so even a namespace that
+/// is gone by the time the event is read is named; a scan of /proc is the
+/// fallback for a cookie the kernel's table no longer holds.
 #[derive(Default)]
 struct NetnsIndex {
     inodes: HashMap<u64, u64>,
@@ -136,10 +139,23 @@ struct NetnsIndex {
 impl NetnsIndex {
     const RETRY_AFTER: Duration = Duration::from_secs(5);
     const MAX_MISSES: usize = 4096;
+    /// Inodes kept here; beyond that the kernel's table is asked again.
+    const MAX_INODES: usize = 65536;
 
-    fn inode(&mut self, cookie: u64) -> Option<u64> {
+    fn inode(
+        &mut self,
+        cookie: u64,
+        kernel: &aya::maps::HashMap<MapData, u64, u32>,
+    ) -> Option<u64> {
         if let Some(inode) = self.inodes.get(&cookie) {
             return Some(*inode);
+        }
+        if self.inodes.len() >= Self::MAX_INODES {
+            self.inodes.clear();
+        }
+        if let Ok(inode) = kernel.get(&cookie, 0) {
+            self.inodes.insert(cookie, u64::from(inode));
+            return Some(u64::from(inode));
         }
         if self
             .misses
@@ -151,6 +167,7 @@ impl NetnsIndex {
         self.refresh();
         let found = self.inodes.get(&cookie).copied();
         if found.is_none() {
+            debug!(cookie, "network namespace not found");
             if self.misses.len() >= Self::MAX_MISSES {
                 self.misses.clear();
             }
@@ -415,7 +432,9 @@ impl Sensor {
         }
         let netns = NetnsRef {
             cookie: event.key.netns_cookie,
-            inode: self.netns.inode(event.key.netns_cookie),
+            inode: self
+                .netns
+                .inode(event.key.netns_cookie, &self.probe.netns_inodes),
         };
         Flow {
             key: FlowKey {
@@ -566,7 +585,7 @@ impl Sensor {
             process: None,
             netns: NetnsRef {
                 cookie: key.netns_cookie,
-                inode: self.netns.inode(key.netns_cookie),
+                inode: self.netns.inode(key.netns_cookie, &self.probe.netns_inodes),
             },
             socket_cookie: None,
             v4_mapped: false,

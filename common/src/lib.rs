@@ -183,12 +183,15 @@ pub mod names {
     pub const SETTINGS: &str = "SETTINGS";
     pub const SOCKET_OWNERS: &str = "SOCKET_OWNERS";
     pub const UDP_PEERS: &str = "UDP_PEERS";
+    pub const NETNS_INODES: &str = "NETNS_INODES";
 
     /// Globals the loader fills with struct offsets read from kernel BTF.
     pub const CGROUP_KN_OFFSET: &str = "CGROUP_KN_OFFSET";
     pub const CGROUP_ROOT_OFFSET: &str = "CGROUP_ROOT_OFFSET";
     pub const KERNFS_NODE_ID_OFFSET: &str = "KERNFS_NODE_ID_OFFSET";
     pub const CGROUP_ROOT_HIERARCHY_ID_OFFSET: &str = "CGROUP_ROOT_HIERARCHY_ID_OFFSET";
+    pub const SOCK_NET_OFFSET: &str = "SOCK_NET_OFFSET";
+    pub const NET_INUM_OFFSET: &str = "NET_INUM_OFFSET";
 }
 
 #[cfg(feature = "user")]

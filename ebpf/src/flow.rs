@@ -1,5 +1,7 @@
 //! Folding repeats in the kernel and sending only new edges to the agent.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_NOEXIST,
@@ -58,6 +60,8 @@ pub struct Occurrence {
     pub pid_tgid: u64,
     pub comm: [u8; COMM_LEN],
     pub flags: u16,
+    /// The socket (null if unknown), to read its network namespace from.
+    pub socket: *const c_void,
 }
 
 /// The parts of a [`FlowKey`] a hook knows.
@@ -110,6 +114,9 @@ pub fn record<C: EbpfContext>(ctx: &C, edge: Edge, admit: impl FnOnce() -> Optio
         // Not folded; still tell the agent, it keeps its own totals.
         Err(_) => count(counter::FLOW_MAP_FULL),
     }
+    // Before the event: the agent may look the namespace up as soon as it
+    // reads it.
+    crate::netns::remember(netns_cookie, occurrence.socket);
     // SAFETY: as above.
     let socket_cookie = unsafe { bpf_get_socket_cookie(ctx_ptr) };
     emit(&key, now, socket_cookie, &occurrence);

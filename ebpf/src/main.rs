@@ -19,6 +19,7 @@
 mod cgroup;
 mod flow;
 mod maps;
+mod netns;
 mod owner;
 mod sock_addr;
 mod sock_ops;

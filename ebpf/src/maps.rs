@@ -26,6 +26,11 @@ pub static FLOWS: LruHashMap<FlowKey, FlowStats, 65536> = LruHashMap::new();
 #[btf_map]
 pub static UDP_PEERS: LruHashMap<UdpPeer, u32, 65536> = LruHashMap::new();
 
+/// Network namespace cookie → inode, filled before a namespace's first
+/// flow event is sent (see `netns`).
+#[btf_map]
+pub static NETNS_INODES: LruHashMap<u64, u32, 16384> = LruHashMap::new();
+
 /// New flows for the agent (size in bytes, a power of two of pages).
 #[btf_map]
 pub static FLOW_EVENTS: RingBuf<FlowEvent, { 1 << 22 }> = RingBuf::new();

@@ -6,7 +6,10 @@ use core::ptr::{addr_of, read_volatile};
 use aya_ebpf::{
     EbpfContext,
     bindings::bpf_sock,
-    helpers::generated::{bpf_get_current_cgroup_id, bpf_get_socket_cookie},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid,
+        generated::{bpf_get_current_cgroup_id, bpf_get_socket_cookie},
+    },
     programs::SockAddrContext,
 };
 use eastwatch_common::{
@@ -181,14 +184,16 @@ pub fn on_datagram(ctx: &SockAddrContext, peer: UserAddr, direction: u8) {
                 return None;
             }
             let (local, local_port) = local_end(sk);
-            let task = current_owner();
+            // The task's pid and comm only (not a whole owner stamp): this
+            // closure's stack adds to the hook's, and 512 bytes is all.
             Some(Occurrence {
                 local,
                 local_port,
                 remote_port: peer.port,
-                pid_tgid: task.pid_tgid,
-                comm: task.comm,
+                pid_tgid: bpf_get_current_pid_tgid(),
+                comm: bpf_get_current_comm().unwrap_or_default(),
                 flags: peer.flags & FLAG_V4_MAPPED,
+                socket: sk.cast_const().cast(),
             })
         },
     );

@@ -8,7 +8,7 @@ use aya_ebpf::{
     bindings::{
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
         BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
-        BPF_TCP_CLOSE, BPF_TCP_SYN_SENT,
+        BPF_TCP_CLOSE, BPF_TCP_SYN_SENT, bpf_sock,
     },
     programs::SockOpsContext,
 };
@@ -78,11 +78,16 @@ fn socket_ends(ctx: &SockOpsContext) -> (Addr, u16, Addr, u16) {
     }
 }
 
+/// The socket, null unless a full socket.
+#[inline(always)]
+fn socket(ctx: &SockOpsContext) -> *mut bpf_sock {
+    // SAFETY: `sk` is a readable context field.
+    unsafe { read_volatile(addr_of!((*ctx.ops).__bindgen_anon_2.sk)) }
+}
+
 /// The socket's owner stamp, copied out of storage.
 #[inline(always)]
-fn owner(ctx: &SockOpsContext) -> Option<SocketOwner> {
-    // SAFETY: `sk` is a readable context field (null unless a full socket).
-    let sk = unsafe { read_volatile(addr_of!((*ctx.ops).__bindgen_anon_2.sk)) };
+fn owner(sk: *mut bpf_sock) -> Option<SocketOwner> {
     if sk.is_null() {
         return None;
     }
@@ -96,7 +101,8 @@ fn owner(ctx: &SockOpsContext) -> Option<SocketOwner> {
 fn report(ctx: &SockOpsContext, direction: u8, outcome: u8) {
     let (local, local_port, mut remote, mut remote_port) = socket_ends(ctx);
     let mut flags = FLAG_PROCESS_FROM_SOCKET;
-    let owner = match owner(ctx) {
+    let sk = socket(ctx);
+    let owner = match owner(sk) {
         Some(owner) => owner,
         None => {
             flags |= FLAG_OWNER_UNKNOWN;
@@ -136,6 +142,7 @@ fn report(ctx: &SockOpsContext, direction: u8, outcome: u8) {
                 pid_tgid: owner.pid_tgid,
                 comm: owner.comm,
                 flags,
+                socket: sk.cast_const().cast(),
             })
         },
     );

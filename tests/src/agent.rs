@@ -107,12 +107,17 @@ impl Agent {
         self.child.id()
     }
 
-    /// Every event printed so far (and any arriving within `settle`).
+    /// Every event printed so far and any arriving within `settle` (a
+    /// deadline: other traffic may keep the agent printing).
     pub fn events_so_far(&mut self, settle: Duration) -> Vec<Value> {
-        while let Ok(event) = self.lines.recv_timeout(settle) {
-            self.seen.push(event);
+        let deadline = Instant::now() + settle;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(event) => self.seen.push(event),
+                Err(_) => return self.seen.clone(),
+            }
         }
-        self.seen.clone()
     }
 
     pub fn stderr_text(&self) -> String {
@@ -153,6 +158,21 @@ impl Agent {
                     }
                 }
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Waits until `done` holds for everything printed so far.
+    pub fn wait_until(&mut self, timeout: Duration, done: impl Fn(&[Value]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if done(&self.seen) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(event) => self.seen.push(event),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return false,
             }
         }
     }

@@ -63,15 +63,28 @@ impl TestCgroup {
     /// Kills every process in the cgroup and removes it, waiting until the
     /// kernel lets go of it.
     pub fn remove(&self) {
+        assert!(
+            self.try_remove(Duration::from_secs(10)),
+            "could not remove cgroup {}",
+            self.dir.display()
+        );
+    }
+
+    /// [`TestCgroup::remove`], false if the kernel still holds it after
+    /// `timeout`.
+    pub fn try_remove(&self, timeout: Duration) -> bool {
         let _ = fs::write(self.dir.join("cgroup.kill"), "1");
-        for _ in 0..200 {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
             match fs::remove_dir(&self.dir) {
-                Ok(()) => return,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                Ok(()) => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => return false,
             }
         }
-        panic!("could not remove cgroup {}", self.dir.display());
     }
 }
 

@@ -10,8 +10,10 @@
 pub mod agent;
 pub mod cgroup;
 pub mod events;
+pub mod interrupt;
 pub mod kube_api;
 pub mod netns;
+pub mod noise;
 pub mod otlp;
 pub mod pods;
 pub mod shop;
@@ -21,6 +23,7 @@ pub use agent::Agent;
 pub use cgroup::TestCgroup;
 pub use events::Events;
 pub use netns::{Lan, TestNetns, VethPair};
+pub use noise::Noise;
 pub use spawn::{Peer, peer_binary};
 
 /// Panics unless the tests run as root.

@@ -1,6 +1,12 @@
 //! Network namespaces made with iproute2, deleted on drop.
 
-use std::{os::unix::fs::MetadataExt, path::PathBuf, process::Command};
+use std::{
+    io,
+    net::UdpSocket,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::PathBuf,
+    process::Command,
+};
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip")
@@ -22,7 +28,12 @@ pub struct TestNetns {
 
 impl TestNetns {
     pub fn new() -> Self {
-        let name = crate::unique("ew");
+        Self::with_prefix("ew")
+    }
+
+    /// A namespace named `<prefix><unique>`.
+    pub fn with_prefix(prefix: &str) -> Self {
+        let name = crate::unique(prefix);
         ip(&["netns", "add", &name]);
         ip(&["-n", &name, "link", "set", "lo", "up"]);
         Self { name }
@@ -80,29 +91,34 @@ impl VethPair {
     pub const B6: &str = "fd77::2";
 
     pub fn new() -> Self {
-        let a = TestNetns::new();
-        let b = TestNetns::new();
-        let (va, vb) = (format!("{}a", a.name()), format!("{}b", b.name()));
-        ip(&[
-            "link",
-            "add",
-            &va,
-            "netns",
-            a.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &vb,
-            "netns",
-            b.name(),
-        ]);
-        for (ns, dev, v4, v6) in [(&a, &va, Self::A4, Self::A6), (&b, &vb, Self::B4, Self::B6)] {
-            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", dev]);
-            ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
-            ns.ip(&["link", "set", dev, "up"]);
-        }
+        let (a, b) = (TestNetns::new(), TestNetns::new());
+        link(&a, &b, [(Self::A4, Self::A6), (Self::B4, Self::B6)]);
         Self { a, b }
+    }
+}
+
+/// Joins `a` and `b` with a veth pair, each end with its IPv4 (/24) and
+/// IPv6 (/64) address from `addresses`.
+pub fn link(a: &TestNetns, b: &TestNetns, addresses: [(&str, &str); 2]) {
+    let (va, vb) = (format!("{}a", a.name()), format!("{}b", b.name()));
+    ip(&[
+        "link",
+        "add",
+        &va,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &vb,
+        "netns",
+        b.name(),
+    ]);
+    for ((ns, dev), (v4, v6)) in [(a, &va), (b, &vb)].into_iter().zip(addresses) {
+        ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", dev]);
+        ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
+        ns.ip(&["link", "set", dev, "up"]);
     }
 }
 
@@ -175,4 +191,38 @@ impl Lan {
     pub fn device(&self, i: usize) -> String {
         format!("{}m", self.members[i].name())
     }
+}
+
+/// Moves the calling process (single-threaded) into a new network
+/// namespace that nothing pins: it is gone when the process exits. Its
+/// loopback comes up, as `ip link set lo up` would.
+pub fn unshare_with_loopback() -> io::Result<()> {
+    // SAFETY: unshare has no memory effects; callers are single-threaded.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Any AF_INET socket serves for the ioctl; the wildcard needs no
+    // address to exist.
+    let socket = UdpSocket::bind("0.0.0.0:0")?;
+    // SAFETY: an ifreq is plain data; every field is zeroed first.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *slot = *byte as libc::c_char;
+    }
+    // SAFETY: a valid socket and a valid ifreq for SIOCGIFFLAGS/SIOCSIFFLAGS.
+    unsafe {
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The inode of the calling process's network namespace.
+pub fn own_inode() -> io::Result<u64> {
+    std::fs::metadata("/proc/self/ns/net").map(|m| m.ino())
 }

@@ -408,6 +408,18 @@ pub struct Collector {
     server: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
     tls: Option<Arc<rustls::ServerConfig>>,
     grpc_tls: Option<tonic::transport::ServerTlsConfig>,
+    /// The port, while down.
+    held: Option<tokio::net::TcpSocket>,
+}
+
+/// A socket on `addr` that can share its port with the collector's own
+/// listener (SO_REUSEPORT), so the port stays the collector's while down.
+fn port_holder(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
 }
 
 impl Collector {
@@ -434,6 +446,7 @@ impl Collector {
             shared: Shared::default(),
             runtime,
             server: None,
+            held: None,
             tls: files.map(|f| Arc::new(f.rustls_server())),
             grpc_tls: files.map(|f| {
                 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -465,18 +478,14 @@ impl Collector {
     /// Serves again (on the same port once it had one).
     pub fn up(&mut self) {
         assert!(self.server.is_none(), "collector already up");
+        let held = self.held.take();
+        let addr = self.addr;
         let listener = self.runtime.block_on(async {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                match tokio::net::TcpListener::bind(self.addr).await {
-                    Ok(listener) => break listener,
-                    Err(e) if Instant::now() < deadline => {
-                        eprintln!("collector: rebinding {}: {e}", self.addr);
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(e) => panic!("collector: bind {}: {e}", self.addr),
-                }
-            }
+            let socket = match held {
+                Some(socket) => socket,
+                None => port_holder(addr).expect("collector socket"),
+            };
+            socket.listen(1024).expect("collector listen")
         });
         self.addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -525,6 +534,9 @@ impl Collector {
         let Some((stop, task)) = self.server.take() else {
             return;
         };
+        // Keep the port (bound, not listening: connections are refused), so
+        // nothing else on the machine takes it before `up`.
+        self.held = Some(port_holder(self.addr).expect("hold the collector's port"));
         let _ = stop.send(());
         // Graceful shutdown waits for open connections; don't wait long.
         let _ = self

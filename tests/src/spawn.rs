@@ -15,10 +15,15 @@ use crate::{TestCgroup, TestNetns};
 
 /// The peer binary built next to the test executables.
 pub fn peer_binary() -> PathBuf {
+    harness_binary("eastwatch-peer")
+}
+
+/// A program of this package, built next to the test executables.
+pub fn harness_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // Next to a binary of this package (target/<profile>/eastwatch-demo),
     // or one level up from a test (target/<profile>/deps/<test>).
-    let beside = exe.with_file_name("eastwatch-peer");
+    let beside = exe.with_file_name(name);
     if beside.exists() {
         return beside;
     }
@@ -26,13 +31,13 @@ pub fn peer_binary() -> PathBuf {
         .parent()
         .and_then(|deps| deps.parent())
         .expect("test binary lives in target/<profile>/deps");
-    let peer = profile_dir.join("eastwatch-peer");
+    let program = profile_dir.join(name);
     assert!(
-        peer.exists(),
+        program.exists(),
         "{} is missing: build the eastwatch-tests package",
-        peer.display()
+        program.display()
     );
-    peer
+    program
 }
 
 /// A command that joins `cgroup` (and `netns`) between fork and exec.
@@ -148,4 +153,19 @@ impl Drop for Peer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits up to `timeout` for `child` to exit, then kills it; true if it
+/// exited by itself.
+pub fn wait_or_kill(child: &mut Child, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
 }

@@ -1,6 +1,11 @@
 //! The command line as a person uses it.
 
-use std::process::Command;
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    sync::mpsc::channel,
+    time::{Duration, Instant},
+};
 
 use eastwatch_tests::{
     Agent, Peer, TestCgroup, agent::agent_binary, events::FlowExt, spawn::command_in,
@@ -81,26 +86,56 @@ fn text_output_is_one_line_per_flow() {
     );
     let addr = server.ready();
     let mut agent = Command::new(agent_binary())
-        .args(["observe", "--format", "text", "--duration", "3s"])
-        .stdout(std::process::Stdio::piped())
+        .args(["observe", "--format", "text"])
+        .stdout(Stdio::piped())
         .spawn()
         .expect("spawn agent");
-    // Give it time to attach; the flow below only needs to land inside
-    // the three seconds.
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    let stdout = agent.stdout.take().expect("stdout");
+    let (tx, lines) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut text = String::new();
+    let mut read_until = |what: &str, done: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {what} line in:\n{text}"));
+            text.push_str(&line);
+            text.push('\n');
+            if done(&line) {
+                return line;
+            }
+        }
+    };
+    // Attached once it says what it watches.
+    read_until("start-up", &|l| l.starts_with("# watching:"));
     let client = Peer::spawn(&cgroup, None, &["tcp-connect", "--to", &addr.to_string()]);
     client.finish();
     server.finish();
-    let out = agent.wait().expect("agent");
-    assert!(out.success());
-    let mut text = String::new();
-    std::io::Read::read_to_string(agent.stdout.as_mut().expect("stdout"), &mut text).expect("read");
-    let line = text
-        .lines()
-        .find(|l| l.contains(cgroup.path()) && l.contains(" egress "))
-        .unwrap_or_else(|| panic!("no egress line for {}:\n{text}", cgroup.path()));
+    let egress = |l: &str| l.contains(cgroup.path()) && l.contains(" egress ");
+    let line = read_until("egress", &egress);
+    // SAFETY: signalling our own child.
+    let rc = unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(rc, 0);
+    assert!(agent.wait().expect("agent").success());
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
+        text.push_str(&line);
+        text.push('\n');
+    }
     assert!(line.contains("tcp established"), "{line}");
     assert!(line.contains(&format!("-> {addr}")), "{line}");
+    assert_eq!(
+        text.lines().filter(|l| egress(l)).count(),
+        1,
+        "one line for the one flow:\n{text}"
+    );
     assert!(
         text.lines().last().is_some_and(|l| l.starts_with("# ")),
         "summary last:\n{text}"

@@ -23,7 +23,7 @@ fn sigusr1_switches_kernel_diagnostics_on() {
     let marker = |cgroup: &TestCgroup| format!("new flow cgroup={}", cgroup.id());
     assert!(
         agent
-            .wait_for(Duration::from_secs(5), |e| {
+            .wait_for(Duration::from_secs(20), |e| {
                 e["event"] == "flow" && e["cgroup"]["id"].as_u64() == Some(quiet.id())
             })
             .is_some(),
@@ -32,7 +32,7 @@ fn sigusr1_switches_kernel_diagnostics_on() {
 
     agent.signal(libc::SIGUSR1);
     assert!(
-        agent.wait_for_log(Duration::from_secs(5), "kernel diagnostics switched"),
+        agent.wait_for_log(Duration::from_secs(20), "kernel diagnostics switched"),
         "the agent acknowledges the switch:\n{}",
         agent.stderr_text()
     );
@@ -40,14 +40,14 @@ fn sigusr1_switches_kernel_diagnostics_on() {
     connect_once(&loud);
     assert!(
         agent
-            .wait_for(Duration::from_secs(5), |e| {
+            .wait_for(Duration::from_secs(20), |e| {
                 e["event"] == "flow" && e["cgroup"]["id"].as_u64() == Some(loud.id())
             })
             .is_some(),
         "the flow itself is reported"
     );
     assert!(
-        agent.wait_for_log(Duration::from_secs(5), &marker(&loud)),
+        agent.wait_for_log(Duration::from_secs(20), &marker(&loud)),
         "SIGUSR1 switched kernel diagnostics on:\n{}",
         agent.stderr_text()
     );

@@ -29,6 +29,8 @@ use serde_json::Value;
 const UNAUTHORIZED: &str = "eastwatch.alert.unauthorized_flow";
 const GAP: &str = "eastwatch.alert.visibility_gap";
 const WAIT: Duration = Duration::from_secs(30);
+/// What the agent logs when the collector did not take a batch.
+const EXPORT_FAILED: &str = "OTLP export failed";
 
 /// Client and server pods.
 struct Pods {
@@ -443,10 +445,17 @@ fn the_otel_environment_alone_exports_over_otlp_http() {
     );
     assert!(
         agent
-            .wait_for(WAIT, |e| e["event"] == UNAUTHORIZED)
+            .wait_for(WAIT, printed_by(pods.client.path()))
             .is_some()
     );
     agent.stop();
+}
+
+/// An unauthorized-flow alert the agent printed about `cgroup`'s traffic.
+fn printed_by(cgroup: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |e: &Value| {
+        e["event"] == UNAUTHORIZED && e["source"]["identity"]["path"].as_str() == Some(cgroup)
+    }
 }
 
 /// The ports of our client's first (egress) alerts, in receipt order.
@@ -494,7 +503,11 @@ fn collector_down_then_up_every_alert_arrives_once_in_order_across_a_restart() {
         pods.attempt(*port);
     }
     wait_printed(&mut agent, &client_id, &first);
-    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        agent.wait_for_log(WAIT, EXPORT_FAILED),
+        "the agent never tried the collector:\n{}",
+        agent.stderr_text()
+    );
     assert!(
         received_ports(&collector, &client_id).is_empty(),
         "the collector was down"
@@ -527,13 +540,14 @@ fn collector_down_then_up_every_alert_arrives_once_in_order_across_a_restart() {
     collector.wait_logs(WAIT, |_| {
         received_ports(&collector, &client_id).len() >= all.len()
     });
-    // A moment for duplicates, if there were any, to show.
-    std::thread::sleep(Duration::from_secs(1));
+    // Once the agent has exited, nothing more can arrive: a duplicate
+    // would be here by now.
+    let events = agent.stop();
     assert_eq!(
         received_ports(&collector, &client_id),
         all,
         "every alert exactly once, in order\n{}",
-        agent.stderr_text()
+        events.stderr
     );
     let sequences: Vec<i64> = collector
         .logs()
@@ -544,7 +558,6 @@ fn collector_down_then_up_every_alert_arrives_once_in_order_across_a_restart() {
         sequences.windows(2).all(|w| w[0] < w[1]),
         "spool order survives the restart: {sequences:?}"
     );
-    agent.stop();
 }
 
 #[test]
@@ -738,7 +751,7 @@ fn mutual_tls_over_grpc_by_flags_and_over_http_by_environment() {
         );
         assert!(
             agent
-                .wait_for(WAIT, |e| e["event"] == UNAUTHORIZED)
+                .wait_for(WAIT, printed_by(pods.client.path()))
                 .is_some()
         );
         let events = agent.stop();
@@ -755,15 +768,19 @@ fn mutual_tls_over_grpc_by_flags_and_over_http_by_environment() {
     pods.connect(8445);
     assert!(
         agent
-            .wait_for(WAIT, |e| e["event"] == UNAUTHORIZED)
+            .wait_for(WAIT, printed_by(pods.client.path()))
             .is_some()
     );
-    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        agent.wait_for_log(WAIT, EXPORT_FAILED),
+        "the agent never tried the collector:\n{}",
+        agent.stderr_text()
+    );
+    let events = agent.stop();
     assert!(
         collector.logs().is_empty(),
         "accepted without a client certificate"
     );
-    let events = agent.stop();
     let export = &events.summary()["export"];
     assert!(
         export["export_failures"].as_u64().unwrap_or(0) > 0,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use eastwatch_tests::{Agent, Peer, TestCgroup, VethPair, events::FlowExt};
+use eastwatch_tests::{Agent, Peer, TestCgroup, TestNetns, VethPair, events::FlowExt};
 use serde_json::Value;
 
 fn owned_by(flow: &Value, cgroup: &TestCgroup) -> bool {
@@ -257,20 +257,14 @@ fn v4_mapped_destination_is_reported_as_ipv4() {
 #[test]
 fn refused_connect_is_an_attempt() {
     let agent = Agent::start(&[]);
+    // A namespace of its own: nothing else can be listening there.
+    let netns = TestNetns::new();
     let client_cg = TestCgroup::new("refused");
-    // A port nobody listens on: bind one, note it, let it go.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("pick a port");
+    let closed = "127.0.0.1:9";
     let client = Peer::spawn(
         &client_cg,
-        None,
-        &[
-            "tcp-connect",
-            "--expect-refused",
-            "--to",
-            &closed.to_string(),
-        ],
+        Some(&netns),
+        &["tcp-connect", "--expect-refused", "--to", closed],
     );
     let output = client.finish();
     assert!(output.starts_with("refused"), "{output}");
@@ -281,7 +275,8 @@ fn refused_connect_is_an_attempt() {
         (attempt.direction(), attempt.outcome()),
         ("egress", "attempted")
     );
-    assert_eq!(attempt.remote_port(), u64::from(closed.port()));
+    assert_eq!(attempt.remote_port(), 9);
+    assert_eq!(attempt["netns"]["inode"].as_u64(), Some(netns.inode()));
     assert!(
         events
             .flows_of(client_cg.id())
@@ -289,6 +284,49 @@ fn refused_connect_is_an_attempt() {
             .all(|f| f.outcome() != "established"),
         "nothing was established"
     );
+}
+
+/// Namespaces made after the agent started and gone before it reads their
+/// flows (nothing pins them, and inode numbers of gone namespaces are
+/// reused): each flow still names its namespace by cookie and by the inode
+/// its process saw.
+#[test]
+fn flows_of_namespaces_gone_before_the_agent_reads_them_carry_their_inode() {
+    let agent = Agent::start(&[]);
+    let cgroup = TestCgroup::new("unpinned");
+    // Frozen: it reads the events only once every namespace is gone.
+    agent.signal(libc::SIGSTOP);
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        let peer = Peer::spawn(&cgroup, None, &["unpinned-loopback"]);
+        let pid = u64::from(peer.pid());
+        let output = peer.finish();
+        let inode: u64 = output
+            .trim()
+            .strip_prefix("netns ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no inode: {output}"));
+        made.push((pid, inode));
+    }
+    agent.signal(libc::SIGCONT);
+    let events = agent.stop();
+
+    let mut cookies = std::collections::BTreeSet::new();
+    for (pid, inode) in made {
+        let flows: Vec<&Value> = events
+            .flows_of(cgroup.id())
+            .into_iter()
+            .filter(|f| f["process"]["pid"].as_u64() == Some(pid))
+            .collect();
+        // TCP and UDP, each seen at both ends.
+        assert_eq!(flows.len(), 4, "{flows:#?}\n{}", events.dump());
+        for flow in &flows {
+            assert_eq!(flow["netns"]["inode"].as_u64(), Some(inode), "{flow}");
+            assert_eq!(flow["netns"]["cookie"], flows[0]["netns"]["cookie"]);
+        }
+        cookies.insert(flows[0]["netns"]["cookie"].as_u64());
+    }
+    assert_eq!(cookies.len(), 3, "a cookie per namespace: {cookies:?}");
 }
 
 #[test]
@@ -407,10 +445,18 @@ fn connections_older_than_the_agent_are_reported_once() {
     // listener's owner.
     let is_ingress = |f: &Value| owned_by(f, &server_cg) && f.direction() == "ingress";
     assert_eq!(events.final_count(is_ingress), 2, "{}", events.dump());
+    // The test's server is the only TCP socket on 127.0.0.1 at its port.
+    let on_test_port = |f: &Value| {
+        f.transport() == "tcp"
+            && f.service_port() == u64::from(addr.port())
+            && f.remote_address() == "127.0.0.1"
+    };
+    // At least the two pre-existing ends (the late connection folds in).
+    assert!(events.of_kind("flow").filter(|f| on_test_port(f)).count() >= 2);
     assert!(
         events
             .of_kind("flow")
-            .filter(|f| f.service_port() == u64::from(addr.port()))
+            .filter(|f| on_test_port(f))
             .all(|f| f["cgroup"]["id"].as_u64() != Some(0)),
         "no flow on the test port is left without an owner:\n{}",
         events.dump()

@@ -3,6 +3,7 @@
 //! Every command first makes sure the machine has what the build needs
 //! (see [`setup`]); that check is quick when nothing is missing.
 
+mod e2e;
 mod setup;
 
 use std::{
@@ -33,6 +34,14 @@ enum Task {
         /// Skip formatting and clippy.
         #[arg(long)]
         no_lint: bool,
+        /// Run the end-to-end suite N times in a row (every run to the end)
+        /// and report each run's result and failed tests.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        repeat: u32,
+        /// Without unrelated background traffic (eastwatch-noise) during
+        /// the end-to-end suite.
+        #[arg(long)]
+        no_noise: bool,
     },
     /// cargo fmt --check and clippy -D warnings, eBPF crate included.
     Lint,
@@ -61,11 +70,16 @@ fn main() -> anyhow::Result<()> {
         Task::Setup => Ok(()),
         Task::Build => build_release(&root).map(|_| ()),
         Task::Lint => lint(&root),
-        Task::Test { filter, no_lint } => {
+        Task::Test {
+            filter,
+            no_lint,
+            repeat,
+            no_noise,
+        } => {
             if !no_lint {
                 lint(&root)?;
             }
-            test(&root, filter.as_deref())
+            test(&root, filter.as_deref(), repeat, !no_noise)
         }
         Task::Bench => bench(&root),
         Task::Demo => demo(&root),
@@ -224,7 +238,7 @@ fn test_policy_on_stable(root: &Path, filter: &[&str]) -> anyhow::Result<()> {
     )
 }
 
-fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
+fn test(root: &Path, filter: Option<&str>, repeat: u32, noise: bool) -> anyhow::Result<()> {
     if !setup::is_root() {
         bail!(
             "the end-to-end tests load eBPF programs and make cgroups and network \
@@ -247,15 +261,34 @@ fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
         .args(&filter))?;
     test_policy_on_stable(root, &filter)?;
     // End-to-end: one agent at a time, each test with its own cgroups and
-    // namespaces, against the release binary.
-    run(cargo(root)
-        .env("EASTWATCH_BIN", &binary)
-        .args([
-            "test",
-            "--package",
-            "eastwatch-tests",
-            "--",
-            "--test-threads=1",
-        ])
-        .args(&filter))
+    // namespaces, against the release binary, while unrelated traffic runs.
+    run(cargo(root).args(["test", "--package", "eastwatch-tests", "--no-run"]))?;
+    let mut noise = if noise {
+        Some(e2e::Noise::start(
+            &root.join("target/debug/eastwatch-noise"),
+        )?)
+    } else {
+        None
+    };
+    let mut runs = Vec::new();
+    for number in 1..=repeat {
+        if repeat > 1 {
+            eprintln!("xtask: end-to-end run {number}/{repeat}");
+        }
+        let mut command = cargo(root);
+        command
+            .env("EASTWATCH_BIN", &binary)
+            .args([
+                "test",
+                "--package",
+                "eastwatch-tests",
+                "--no-fail-fast",
+                "--",
+                "--test-threads=1",
+            ])
+            .args(&filter);
+        runs.push(e2e::run_suite(&mut command, noise.as_mut())?);
+    }
+    drop(noise);
+    e2e::report(&runs)
 }

@@ -220,19 +220,33 @@ impl KernelBtf {
     /// Byte offset of `member` in `struct strukt`, looking inside anonymous
     /// structs and unions.
     pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
-        let id = self
+        self.path_offset(strukt, &[member])
+    }
+
+    /// Byte offset of a nested member: `path` names a member of `strukt`,
+    /// then a member of that member's type, and so on (`a.b.c`), looking
+    /// inside anonymous structs and unions at every step.
+    pub fn path_offset(&self, strukt: &str, path: &[&str]) -> Result<u32, BtfError> {
+        let mut id = *self
             .structs_by_name
             .get(strukt)
             .ok_or_else(|| BtfError::NoStruct(strukt.to_owned()))?;
-        self.find_member(*id, member, 0)
-            .map(|bits| bits / 8)
-            .ok_or_else(|| BtfError::NoMember {
-                strukt: strukt.to_owned(),
-                member: member.to_owned(),
-            })
+        let mut bits = 0;
+        for member in path {
+            let (offset, type_id) =
+                self.find_member(id, member, 0)
+                    .ok_or_else(|| BtfError::NoMember {
+                        strukt: strukt.to_owned(),
+                        member: path.join("."),
+                    })?;
+            bits += offset;
+            id = type_id;
+        }
+        Ok(bits / 8)
     }
 
-    fn find_member(&self, id: u32, wanted: &str, base_bits: u32) -> Option<u32> {
+    /// The bit offset and type of member `wanted`.
+    fn find_member(&self, id: u32, wanted: &str, base_bits: u32) -> Option<(u32, u32)> {
         let Some(Type::Composite { members, .. }) = self.resolve(id) else {
             return None;
         };
@@ -243,7 +257,7 @@ impl KernelBtf {
                     return Some(found);
                 }
             } else if self.string(member.name_off) == wanted {
-                return Some(bits);
+                return Some((bits, member.type_id));
             }
         }
         None
@@ -270,13 +284,35 @@ impl CgroupOffsets {
     }
 }
 
+/// The kernel struct offsets the flow programs need to name a socket's
+/// network namespace by its inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetnsOffsets {
+    /// `struct sock` to its `struct net *`.
+    pub sock_net: u32,
+    /// `struct net` to the namespace's inode number.
+    pub net_inum: u32,
+}
+
+impl NetnsOffsets {
+    pub fn resolve(btf: &KernelBtf) -> Result<Self, BtfError> {
+        Ok(Self {
+            // possible_net_t is a typedef of an anonymous struct: reached
+            // through the member, not by name.
+            sock_net: btf.path_offset("sock", &["__sk_common", "skc_net", "net"])?,
+            net_inum: btf.path_offset("net", &["ns", "inum"])?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A hand-built blob: struct outer { int a; union { int b; int c; }; }.
+    /// A hand-built blob: struct outer { int a; union { int b; int c; }; }
+    /// and struct wrapper { int x; int pad; struct outer o; }.
     fn tiny_btf() -> Vec<u8> {
-        let strings = b"\0int\0outer\0a\0b\0c\0".to_vec();
+        let strings = b"\0int\0outer\0a\0b\0c\0wrapper\0x\0o\0".to_vec();
         let s = |name: &str| -> u32 {
             let needle = format!("\0{name}\0");
             strings
@@ -306,6 +342,18 @@ mod tests {
             0,
             2,
             32,
+        ]);
+        // 4: struct wrapper { int x; (4 bytes of padding) struct outer o; }
+        push(&[
+            s("wrapper"),
+            (KIND_STRUCT << 24) | 2,
+            16,
+            s("x"),
+            1,
+            0,
+            s("o"),
+            3,
+            64,
         ]);
         let mut blob = Vec::new();
         blob.extend_from_slice(&MAGIC.to_le_bytes());
@@ -340,6 +388,17 @@ mod tests {
     }
 
     #[test]
+    fn follows_a_path_of_named_members() {
+        let btf = KernelBtf::parse(&tiny_btf()).expect("parse");
+        assert_eq!(btf.path_offset("wrapper", &["o", "c"]).expect("o.c"), 12);
+        assert_eq!(btf.path_offset("wrapper", &["o"]).expect("o"), 8);
+        assert!(matches!(
+            btf.path_offset("wrapper", &["o", "x"]),
+            Err(BtfError::NoMember { member, .. }) if member == "o.x"
+        ));
+    }
+
+    #[test]
     fn rejects_garbage() {
         assert!(KernelBtf::parse(b"hello world, not btf at all").is_err());
         assert!(KernelBtf::parse(&[]).is_err());
@@ -352,5 +411,15 @@ mod tests {
         let offsets = CgroupOffsets::resolve(&btf).expect("cgroup offsets");
         assert_ne!(offsets.cgroup_kn, 0, "cgroup.kn follows the embedded css");
         assert_ne!(offsets.cgroup_root, offsets.cgroup_kn);
+    }
+
+    #[test]
+    fn running_kernel_has_the_netns_fields() {
+        let btf = KernelBtf::from_sys_fs().expect("/sys/kernel/btf/vmlinux");
+        let offsets = NetnsOffsets::resolve(&btf).expect("netns offsets");
+        // skc_net follows the addresses and ports in sock_common; inum
+        // follows the namespace's own bookkeeping in ns_common.
+        assert!(offsets.sock_net >= 8, "{offsets:?}");
+        assert!(offsets.net_inum > 0, "{offsets:?}");
     }
 }

@@ -18,7 +18,7 @@ use aya::{
 use eastwatch_common::{FlowKey as WireKey, FlowStats, names, setting};
 use thiserror::Error;
 
-use self::btf::{BtfError, CgroupOffsets, KernelBtf};
+use self::btf::{BtfError, CgroupOffsets, KernelBtf, NetnsOffsets};
 
 /// The object built from `ebpf/`, embedded at compile time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/eastwatch"));
@@ -55,7 +55,7 @@ pub enum KernelError {
         path: String,
         source: std::io::Error,
     },
-    #[error("reading kernel BTF (needed to name cgroups): {0}")]
+    #[error("reading kernel BTF (needed to name cgroups and network namespaces): {0}")]
     Btf(#[from] BtfError),
 }
 
@@ -107,6 +107,8 @@ pub struct KernelProbe {
     ebpf: Ebpf,
     pub flows: HashMap<MapData, WireKey, FlowStats>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// Network namespace cookie → inode, as the kernel read it.
+    pub netns_inodes: HashMap<MapData, u64, u32>,
     settings: Array<MapData, u32>,
 }
 
@@ -116,7 +118,9 @@ impl KernelProbe {
         cgroup_root: &Path,
         config: ProbeConfig,
     ) -> Result<(Self, RingBuffers), KernelError> {
-        let offsets = CgroupOffsets::resolve(&KernelBtf::from_sys_fs()?)?;
+        let btf = KernelBtf::from_sys_fs()?;
+        let offsets = CgroupOffsets::resolve(&btf)?;
+        let netns = NetnsOffsets::resolve(&btf)?;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::FLOW_EVENTS, config.ring_buffer_bytes)
             .map_max_entries(names::FLOWS, config.flow_map_entries)
@@ -128,6 +132,8 @@ impl KernelProbe {
                 &offsets.cgroup_root_hierarchy_id,
                 true,
             )
+            .override_global(names::SOCK_NET_OFFSET, &netns.sock_net, true)
+            .override_global(names::NET_INUM_OFFSET, &netns.net_inum, true)
             .load(OBJECT)?;
 
         let root = File::open(cgroup_root).map_err(|source| KernelError::CgroupRoot {
@@ -155,6 +161,7 @@ impl KernelProbe {
         let mut probe = Self {
             flows: take_map(&mut ebpf, names::FLOWS)?,
             counters: take_map(&mut ebpf, names::COUNTERS)?,
+            netns_inodes: take_map(&mut ebpf, names::NETNS_INODES)?,
             settings: take_map(&mut ebpf, names::SETTINGS)?,
             ebpf,
         };

@@ -23,21 +23,23 @@ pub struct Netns {
     pub handle: PathBuf,
 }
 
-/// Every network namespace a process lives in or `ip netns` pinned.
+/// Every network namespace a process lives in or `ip netns` pinned. A
+/// pinned namespace is entered through its bind mount, which outlives any
+/// one process.
 pub fn enumerate() -> Vec<Netns> {
     let mut found: BTreeMap<u64, PathBuf> = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir("/run/netns") {
+        for entry in entries.flatten() {
+            if let Ok(meta) = std::fs::metadata(entry.path()) {
+                found.entry(meta.ino()).or_insert(entry.path());
+            }
+        }
+    }
     if let Ok(processes) = procfs::process::all_processes() {
         for process in processes.flatten() {
             let handle = PathBuf::from(format!("/proc/{}/ns/net", process.pid()));
             if let Ok(meta) = std::fs::metadata(&handle) {
                 found.entry(meta.ino()).or_insert(handle);
-            }
-        }
-    }
-    if let Ok(entries) = std::fs::read_dir("/run/netns") {
-        for entry in entries.flatten() {
-            if let Ok(meta) = std::fs::metadata(entry.path()) {
-                found.entry(meta.ino()).or_insert(entry.path());
             }
         }
     }

@@ -18,7 +18,6 @@
 use std::{
     path::{Path, PathBuf},
     process::{Command, ExitCode},
-    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -28,6 +27,7 @@ use eastwatch_tests::{
     agent::agent_binary,
     cgroup::cgroup2_mount,
     events::is_alert,
+    interrupt::{self, interrupted},
     kube_api::FakeApi,
     otlp::{Collector, Protocol, ReceivedLog},
     pods::{ClusterIp, PodCgroup, container_id, kube_proxy, pod_uid},
@@ -38,26 +38,10 @@ use serde_json::Value;
 const CLUSTER: &str = "demo";
 const UNAUTHORIZED: &str = "eastwatch.alert.unauthorized_flow";
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Ctrl-C and SIGTERM only set a flag: the demo stops at its next step and
-/// unwinds, and every namespace, cgroup and process goes with it.
-fn catch_interrupts() {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic (async-signal-safe);
-        // the sigaction struct is fully initialised.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as *const () as libc::sighandler_t;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(signal, &action, std::ptr::null_mut());
-        }
-    }
-}
+/// Rounds of everyday traffic: each is two connections, each seen at both
+/// of its ends.
+const EVERYDAY_ROUNDS: u64 = 3;
+const EVERYDAY_OBSERVATIONS: u64 = EVERYDAY_ROUNDS * 2 * 2;
 
 #[derive(Debug)]
 struct Interrupted;
@@ -70,10 +54,6 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
-}
-
 /// Between steps: stop here when interrupted.
 fn checkpoint() -> anyhow::Result<()> {
     if interrupted() {
@@ -82,18 +62,10 @@ fn checkpoint() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sleeps, but not through an interrupt.
-fn pause(duration: Duration) -> anyhow::Result<()> {
-    let until = Instant::now() + duration;
-    while Instant::now() < until {
-        checkpoint()?;
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    checkpoint()
-}
-
 fn main() -> ExitCode {
-    catch_interrupts();
+    // Ctrl-C and SIGTERM only set a flag: the demo stops at its next step
+    // and unwinds, and every namespace, cgroup and process goes with it.
+    interrupt::catch();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!(
@@ -294,7 +266,7 @@ impl Shop {
     /// What the shop does all day: frontend → api and api → db, through
     /// their Services.
     fn everyday_traffic(&self) -> anyhow::Result<()> {
-        for _ in 0..3 {
+        for _ in 0..EVERYDAY_ROUNDS {
             self.connect(FRONTEND, &SERVICES[API_SERVICE].addr())?;
             self.connect(API, &SERVICES[DB_SERVICE].addr())?;
         }
@@ -304,6 +276,126 @@ impl Shop {
 
 fn workload(tier: usize) -> String {
     format!("workload:{NAMESPACE}/deployment/{}", TIERS[tier].name)
+}
+
+const SHOP_PREFIX: &str = "workload:shop/";
+
+/// Whether a canonical identity (a JSON string) is one of the shop's.
+fn is_shop(id: &Value) -> bool {
+    id.as_str().is_some_and(|id| id.starts_with(SHOP_PREFIX))
+}
+
+/// The learn evidence of the shop's edges alone, for the checks and the map.
+fn write_shop_evidence(all: &Path, shop: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(all).context("read the learn evidence")?;
+    let mut evidence: Value = serde_json::from_str(&text).context("parse the learn evidence")?;
+    if let Some(edges) = evidence["edges"].as_array_mut() {
+        let shop_end = |end: &Value| end["type"] == "workload" && end["namespace"] == NAMESPACE;
+        edges.retain(|e| shop_end(&e["from"]) || shop_end(&e["to"]));
+    }
+    let text = serde_json::to_string_pretty(&evidence)?;
+    std::fs::write(shop, text).context("write the shop's evidence")
+}
+
+/// Says how much of what the agent saw was other traffic on this machine:
+/// the story is about the shop, the agent watches everything.
+fn other_traffic(count: usize, what: &str) {
+    if count > 0 {
+        say(&format!(
+            "(+ {count} {what} about other traffic on this machine, not the shop's)"
+        ));
+    }
+}
+
+/// The baseline file with only the edges that name the shop, and how many
+/// other edges were left out.
+fn shop_part(yaml: &str) -> (String, usize) {
+    let mut shown = String::new();
+    let mut hidden = 0;
+    let mut edge = String::new();
+    let mut flush = |edge: &mut String, shown: &mut String| {
+        if edge.contains(&format!("namespace: {NAMESPACE}\n")) {
+            shown.push_str(edge);
+        } else if !edge.is_empty() {
+            hidden += 1;
+        }
+        edge.clear();
+    };
+    // The indentation of the `edges:` list's items, while inside it.
+    let mut items: Option<usize> = None;
+    for line in yaml.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if let Some(item) = items {
+            let next_item = indent == item && line.trim_start().starts_with("- ");
+            if next_item || indent <= item {
+                flush(&mut edge, &mut shown);
+            }
+            if next_item || indent > item {
+                edge.push_str(line);
+                edge.push('\n');
+                continue;
+            }
+            items = None;
+        }
+        shown.push_str(line);
+        shown.push('\n');
+        if line.trim() == "edges:" {
+            items = Some(indent);
+        }
+    }
+    flush(&mut edge, &mut shown);
+    (shown, hidden)
+}
+
+/// Whether an alert's end (`source`, `destination`) is a shop workload.
+fn shop_end(end: &Value) -> bool {
+    end["identity"]["type"] == "workload" && end["identity"]["namespace"] == NAMESPACE
+}
+
+/// Whether an alert's end is tier `tier`'s workload.
+fn tier_end(end: &Value, tier: usize) -> bool {
+    shop_end(end) && end["identity"]["name"] == TIERS[tier].name
+}
+
+fn about_shop(alert: &Value) -> bool {
+    shop_end(&alert["source"]) || shop_end(&alert["destination"])
+}
+
+/// Waits until the agent's metrics count `observations` judged flow
+/// observations of the shop's workloads (every verdict): then everything
+/// the replay could raise has been raised.
+fn wait_judged(collector: &Collector, observations: u64) -> anyhow::Result<u64> {
+    let judged = || -> u64 {
+        let mut latest: std::collections::BTreeMap<(String, String), i64> = Default::default();
+        for point in collector.points() {
+            let (Some(workload), Some(verdict)) = (
+                point.attributes.get("eastwatch.workload"),
+                point.attributes.get("eastwatch.verdict"),
+            ) else {
+                continue;
+            };
+            if point.metric == "eastwatch.flows.judged" && workload.starts_with(SHOP_PREFIX) {
+                let total = latest
+                    .entry((workload.clone(), verdict.clone()))
+                    .or_default();
+                *total = (*total).max(point.value);
+            }
+        }
+        latest.values().map(|v| *v as u64).sum()
+    };
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        checkpoint()?;
+        let now = judged();
+        if now >= observations {
+            return Ok(now);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!(
+        "the agent judged {} of the shop's {observations} flow observations",
+        judged()
+    )
 }
 
 /// Waits for an event, interruptibly.
@@ -347,14 +439,16 @@ fn run() -> anyhow::Result<()> {
     let identity = shop.agent_args(&control);
 
     heading("2. Learn: eastwatch watches the everyday traffic");
+    let learned_file = out.join("learned.yaml");
     let baseline = out.join("shop-baseline.yaml");
+    let all_evidence = out.join("evidence.json");
     let evidence = out.join("shop-evidence.json");
-    let (baseline_arg, evidence_arg) = (path(&baseline)?, path(&evidence)?);
+    let (baseline_arg, evidence_arg) = (path(&baseline)?, path(&all_evidence)?);
     let mut learner = Agent::spawn(&agent_args(
         &[
             "learn",
             "--out",
-            baseline_arg,
+            path(&learned_file)?,
             "--evidence",
             evidence_arg,
             "--name",
@@ -383,23 +477,30 @@ fn run() -> anyhow::Result<()> {
             learned["port"]
         ));
     }
-    pause(Duration::from_secs(1))?;
-    let summary = learner.stop();
-    if let Some(last) = summary.of_kind("summary").last() {
-        say(&format!(
-            "learned {} (edge, port) pairs; converged for {}s",
-            last["learned_edges"], last["converged_for_secs"]
-        ));
-    }
-
+    let learned = learner.stop();
+    let (shop_edges, other_edges): (Vec<&Value>, Vec<&Value>) = learned
+        .of_kind("learned")
+        .partition(|e| is_shop(&e["from"]) || is_shop(&e["to"]));
+    say(&format!(
+        "learned {} (edge, port) pairs of the shop",
+        shop_edges.len()
+    ));
+    other_traffic(other_edges.len(), "edges learned");
     heading(&format!(
-        "3. Review: the baseline ({}) as it would go to code review",
+        "3. Review: the shop's part of {} as it goes to code review ({})",
+        learned_file.display(),
         baseline.display()
     ));
-    let text = std::fs::read_to_string(&baseline).context("read the learned baseline")?;
-    for line in text.lines() {
+    let text = std::fs::read_to_string(&learned_file).context("read the learned baseline")?;
+    // The reviewer keeps the shop's edges: what else this machine did is
+    // someone else's baseline.
+    let (shown, hidden) = shop_part(&text);
+    std::fs::write(&baseline, &shown).context("write the reviewed baseline")?;
+    for line in shown.lines() {
         println!("   │ {line}");
     }
+    other_traffic(hidden, "edges left to their owners' review");
+    write_shop_evidence(&all_evidence, &evidence)?;
     let lint = Command::new(&eastwatch)
         .args(["baseline", "lint", baseline_arg])
         .output()
@@ -424,30 +525,34 @@ fn run() -> anyhow::Result<()> {
     let endpoint = collector.endpoint();
     let spool = dir.join("spool");
     let alerts_file = out.join("shop-alerts.jsonl");
-    let mut monitor = Agent::spawn(&agent_args(
-        &[
-            "monitor",
-            "--baseline",
-            baseline_arg,
-            "--alerts-file",
-            path(&alerts_file)?,
-            "--otlp-endpoint",
-            &endpoint,
-            "--otlp-protocol",
-            collector.protocol_flag(),
-            "--spool-dir",
-            path(&spool)?,
-            "--fan-out-threshold",
-            "8",
-        ],
-        &identity,
-    ));
+    let mut monitor = Agent::spawn_with_env(
+        &agent_args(
+            &[
+                "monitor",
+                "--baseline",
+                baseline_arg,
+                "--alerts-file",
+                path(&alerts_file)?,
+                "--otlp-endpoint",
+                &endpoint,
+                "--otlp-protocol",
+                collector.protocol_flag(),
+                "--spool-dir",
+                path(&spool)?,
+                "--fan-out-threshold",
+                "8",
+            ],
+            &identity,
+        ),
+        // Metrics often enough to tell when the replay has been judged.
+        &[("OTEL_METRIC_EXPORT_INTERVAL", "300")],
+    );
     say(&format!("receiver at {endpoint}; agent monitoring"));
     shop.everyday_traffic()?;
-    pause(Duration::from_secs(2))?;
-    let quiet = alerts(&mut monitor);
+    let judged = wait_judged(&collector, EVERYDAY_OBSERVATIONS)?;
+    let quiet = shop_alerts(&mut monitor);
     say(&format!(
-        "everyday traffic replayed: {} alerts (learned paths are allowed)",
+        "everyday traffic replayed: {} alerts; the agent judged {judged} flow observations of the shop (learned paths are allowed)",
         quiet.len()
     ));
     for alert in &quiet {
@@ -463,14 +568,16 @@ fn run() -> anyhow::Result<()> {
     shop.connect(FRONTEND, &db_pod)?;
     expect_alert(&mut monitor, "frontend → db", |a| {
         a["event"] == UNAUTHORIZED
-            && a["source"]["identity"]["name"] == "frontend"
-            && a["destination"]["identity"]["name"] == "db"
+            && tier_end(&a["source"], FRONTEND)
+            && tier_end(&a["destination"], DB)
     })?;
     let udp_to = format!("{}:9999", Lan::v4(API));
     say(&format!("b) a new UDP path: frontend → api {udp_to}/udp"));
     shop.peer(FRONTEND, &["udp-send", "--to", &udp_to, "--count", "3"])?;
     expect_alert(&mut monitor, "the UDP path", |a| {
-        a["event"] == UNAUTHORIZED && a["flow"]["transport"] == "udp"
+        a["event"] == UNAUTHORIZED
+            && tier_end(&a["source"], FRONTEND)
+            && a["flow"]["transport"] == "udp"
     })?;
     let db_ip = Lan::v4(DB);
     say(&format!("c) a port sweep of {db_ip}, ports 20-40"));
@@ -479,24 +586,37 @@ fn run() -> anyhow::Result<()> {
         &["tcp-sweep", "--to", &db_ip, "--first", "20", "--last", "40"],
     )?;
     expect_alert(&mut monitor, "the sweep (T1046)", |a| {
-        a["details"]["report"] == "scan"
+        tier_end(&a["source"], FRONTEND) && a["details"]["report"] == "scan"
     })?;
-    pause(Duration::from_secs(1))?;
     // Stopping closes the windows: repeats are reported then.
     let events = monitor.stop();
-    let raised: Vec<&Value> = events.all.iter().filter(|e| is_alert(e)).collect();
+    let (raised, others): (Vec<&Value>, Vec<&Value>) = events
+        .all
+        .iter()
+        .filter(|e| is_alert(e))
+        .partition(|a| about_shop(a));
 
     heading("6. Alerts printed by the agent (JSON lines on stdout; summaries here)");
     for alert in &raised {
         print_alert(alert);
     }
-    if let Some(summary) = events.of_kind("summary").last() {
-        say(&format!("judge: {}", summary["judge"]));
-    }
+    other_traffic(others.len(), "alerts");
 
     heading("7. Alerts received over OTLP/gRPC (official opentelemetry-proto types)");
     // The agent drained its spool before it exited.
-    let received = collector.wait_logs(Duration::from_secs(10), |logs| logs.len() >= raised.len());
+    let shop_logs = |logs: &[ReceivedLog]| -> Vec<ReceivedLog> {
+        logs.iter()
+            .filter(|l| {
+                ["eastwatch.source.id", "eastwatch.destination.id"]
+                    .iter()
+                    .any(|key| l.attr(key).is_some_and(|id| id.starts_with(SHOP_PREFIX)))
+            })
+            .cloned()
+            .collect()
+    };
+    let received = shop_logs(&collector.wait_logs(Duration::from_secs(10), |logs| {
+        shop_logs(logs).len() >= raised.len()
+    }));
     for log in &received {
         print_log(log);
     }
@@ -659,12 +779,13 @@ fn path(p: &Path) -> anyhow::Result<&str> {
         .with_context(|| format!("{} is not UTF-8", p.display()))
 }
 
-/// The alerts printed so far (every report).
-fn alerts(agent: &mut Agent) -> Vec<Value> {
+/// The alerts about the shop printed so far (every report).
+fn shop_alerts(agent: &mut Agent) -> Vec<Value> {
     agent
         .events_so_far(Duration::from_millis(300))
         .into_iter()
         .filter(is_alert)
+        .filter(about_shop)
         .collect()
 }
 

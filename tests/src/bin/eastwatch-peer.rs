@@ -79,6 +79,10 @@ enum Role {
         #[arg(long)]
         last: u16,
     },
+    /// In a network namespace of its own that nothing pins (gone when this
+    /// exits): one TCP connection and one UDP exchange on its loopback.
+    /// Prints `netns INODE`.
+    UnpinnedLoopback,
     /// A minimal HTTP/1.1 server: answers every request with 200.
     HttpServe {
         #[arg(long)]
@@ -207,6 +211,22 @@ fn main() -> anyhow::Result<()> {
                     TcpStream::connect_timeout(&SocketAddr::new(to, port), Duration::from_secs(2));
             }
             println!("done");
+        }
+        Role::UnpinnedLoopback => {
+            eastwatch_tests::netns::unshare_with_loopback().context("own namespace")?;
+            let listener = TcpListener::bind("127.0.0.1:0").context("bind")?;
+            let mut client = TcpStream::connect(listener.local_addr()?).context("connect")?;
+            let (mut server, _) = listener.accept()?;
+            client.write_all(b"hello\n")?;
+            let mut buf = [0u8; 6];
+            server.read_exact(&mut buf)?;
+            let receiver = UdpSocket::bind("127.0.0.1:0")?;
+            let sender = UdpSocket::bind("127.0.0.1:0")?;
+            sender.send_to(b"ping", receiver.local_addr()?)?;
+            let (n, from) = receiver.recv_from(&mut buf)?;
+            receiver.send_to(&buf[..n], from)?;
+            sender.recv_from(&mut buf)?;
+            println!("netns {}", eastwatch_tests::netns::own_inode()?);
         }
         Role::HttpServe { listen } => {
             let listener = TcpListener::bind(listen).context("bind")?;
