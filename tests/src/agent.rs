@@ -71,6 +71,9 @@ impl Agent {
         let mut child = Command::new(agent_binary())
             .args(args)
             .env("EASTWATCH_LOG", "info")
+            // A port of its own: a taken one stops the agent (a flag or
+            // `env` beats this).
+            .env("EASTWATCH_HEALTH_LISTEN", "127.0.0.1:0")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)

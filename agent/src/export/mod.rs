@@ -49,15 +49,9 @@ impl Export {
         let health = Arc::new(Health::new());
         let health_addr = match args.health_listen {
             HealthListen::Off => None,
-            // Not fatal: monitoring matters more than its probes, and a
-            // probe that cannot connect says what is wrong.
-            HealthListen::On(addr) => match health::serve(addr, health.clone()).await {
-                Ok(bound) => Some(bound),
-                Err(err) => {
-                    tracing::error!("{err:#}");
-                    None
-                }
-            },
+            // Fatal: a probe answering for another process (the one that
+            // holds the port) would vouch for an agent without health.
+            HealthListen::On(addr) => Some(health::serve(addr, health.clone()).await?),
         };
         let Some(settings) = settings else {
             return Ok(Self {

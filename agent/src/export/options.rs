@@ -50,8 +50,15 @@ pub struct ExportArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = spool_bytes)]
     pub spool_max_bytes: u64,
     /// Liveness (/healthz) and readiness (/readyz) over HTTP; loopback
-    /// unless you say otherwise. `off` disables them.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090", value_parser = health_listen)]
+    /// unless you say otherwise. `off` disables them. An address that
+    /// cannot be bound (taken, not local) stops the agent at start-up.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "EASTWATCH_HEALTH_LISTEN",
+        default_value = "127.0.0.1:9090",
+        value_parser = health_listen
+    )]
     pub health_listen: HealthListen,
 }
 
