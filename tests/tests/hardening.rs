@@ -8,7 +8,7 @@ use std::{
     process::{Command, Output},
 };
 
-use eastwatch_tests::{agent::agent_binary, require_root};
+use eastwatch_tests::{Agent, TempDir, agent::agent_binary, require_root};
 
 /// Runs `eastwatch ARGS` to its end.
 fn eastwatch(args: &[&str]) -> Output {
@@ -33,4 +33,72 @@ fn a_taken_health_port_is_a_start_up_error() {
         stderr.contains(&addr) && stderr.contains("Address already in use"),
         "the error names the address and the OS error:\n{stderr}"
     );
+}
+
+/// Learn's outputs are checked before the programs attach: a path that
+/// cannot be written stops it at once (no `ready`), naming the path and
+/// the OS error, instead of failing at the end with everything lost.
+#[test]
+fn an_unwritable_learn_output_is_a_start_up_error() {
+    require_root();
+    let dir = TempDir::new("learn-outputs");
+    let missing = dir.join("missing");
+    let good = dir.join("learned.yaml");
+    let bad = missing.join("x");
+    let (good, bad) = (good.to_str().expect("path"), bad.to_str().expect("path"));
+    for args in [
+        vec!["--out", bad],
+        vec!["--out", good, "--evidence", bad],
+        vec!["--out", good, "--checkpoint", bad],
+    ] {
+        let mut all = vec!["learn", "--duration", "20s"];
+        all.extend(args);
+        let out = eastwatch(&all);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{all:?} ran:\n{stderr}");
+        assert!(
+            !stdout.contains("\"ready\""),
+            "{all:?} got as far as attaching:\n{stdout}"
+        );
+        assert!(
+            stderr.contains(bad) && stderr.contains("No such file or directory"),
+            "{all:?}: the error names the path and the OS error:\n{stderr}"
+        );
+    }
+}
+
+/// Two learns with one checkpoint would overwrite each other's state: the
+/// second is refused while the first runs.
+#[test]
+fn a_second_learn_with_the_same_checkpoint_is_refused() {
+    let dir = TempDir::new("learn-lock");
+    let checkpoint = dir.join("checkpoint.json");
+    let checkpoint = checkpoint.to_str().expect("path");
+    let first_out = dir.join("first.yaml");
+    let first = Agent::spawn(&[
+        "learn",
+        "--out",
+        first_out.to_str().expect("path"),
+        "--checkpoint",
+        checkpoint,
+    ]);
+    let second_out = dir.join("second.yaml");
+    let out = eastwatch(&[
+        "learn",
+        "--duration",
+        "20s",
+        "--out",
+        second_out.to_str().expect("path"),
+        "--checkpoint",
+        checkpoint,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the second learn ran:\n{stderr}");
+    assert!(
+        stderr.contains(checkpoint) && stderr.contains("in use"),
+        "the error names the checkpoint:\n{stderr}"
+    );
+    let events = first.stop();
+    assert_eq!(events.summary()["command"], "learn", "{}", events.dump());
 }

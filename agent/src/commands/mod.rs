@@ -73,9 +73,9 @@ async fn start_agent(args: AgentArgs, command: CommandSetup) -> anyhow::Result<E
     })?;
     let mut sinks: Vec<Box<dyn AlertSink>> = vec![Box::new(JsonLinesSink::stdout())];
     if let Some(path) = &command.alerts_file {
-        sinks.push(Box::new(JsonLinesSink::file(path).with_context(|| {
-            format!("opening the alerts file {}", path.display())
-        })?));
+        sinks.push(Box::new(
+            JsonLinesSink::file(path).context("opening the alerts file")?,
+        ));
     }
     pipeline::run(Setup {
         command: command.command,

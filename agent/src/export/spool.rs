@@ -23,6 +23,7 @@ use std::{
     collections::VecDeque,
     fs::{self, File, OpenOptions},
     io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom, Write as _},
+    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -111,13 +112,21 @@ fn parse_segment_name(name: &str) -> Option<u64> {
         .ok()
 }
 
-/// Replaces `path` with `bytes` atomically and durably.
+/// Replaces `path` with `bytes` atomically and durably: a temporary file
+/// created exclusively (a planted symlink is never written through),
+/// renamed into place, the directory synced.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
-    let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(bytes).map_err(io(&tmp))?;
-    file.sync_data().map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))
+    eastwatch_policy::file::write_atomic(path, bytes).map_err(|e| SpoolError::Io {
+        path: e.path,
+        source: e.source,
+    })
+}
+
+/// Opens files of the spool without following a symlink at their name.
+fn no_follow() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.custom_flags(libc::O_NOFOLLOW);
+    options
 }
 
 /// The last sequence number the collector acknowledged (0: none).
@@ -173,7 +182,7 @@ impl Spool {
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, SpoolError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
         let lock_path = dir.join("lock");
-        let lock_file = OpenOptions::new()
+        let lock_file = no_follow()
             .create(true)
             .truncate(false)
             .write(true)
@@ -217,10 +226,7 @@ impl Spool {
             .back()
             .map(|s| (s.path.clone(), s.size))
             .unwrap_or_default();
-        self.active = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        self.active = no_follow().append(true).open(&path).map_err(io(&path))?;
         if size >= self.segment_bytes {
             self.roll()?;
         }
@@ -377,7 +383,7 @@ impl Spool {
         self.sync()?;
         let first_seq = self.next_seq;
         let path = self.dir.join(segment_name(first_seq));
-        self.active = OpenOptions::new()
+        self.active = no_follow()
             .create(true)
             .append(true)
             .open(&path)
@@ -537,6 +543,32 @@ mod tests {
         assert_eq!(spool.pending(), 0);
         assert_eq!(segments(dir.path()), 1, "acknowledged segments are deleted");
         assert_eq!(spool.bytes(), 0, "all room comes back");
+    }
+
+    /// A symlink planted where the acknowledgement's temporary file used
+    /// to go (`acked.tmp`) or at the lock is never written through.
+    #[test]
+    fn planted_symlinks_in_the_spool_are_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        fs::create_dir(&spool_dir).unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, spool_dir.join("acked.tmp")).unwrap();
+        let mut spool = Spool::open(&spool_dir, MIN_BYTES).unwrap();
+        spool.append(&record(1)).unwrap();
+        let batch = spool.peek(1).unwrap();
+        spool.ack(&batch[0]).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(fs::read_to_string(spool_dir.join("acked")).unwrap(), "1");
+        drop(spool);
+        let locked = dir.path().join("locked");
+        fs::create_dir(&locked).unwrap();
+        std::os::unix::fs::symlink(&victim, locked.join("lock")).unwrap();
+        assert!(
+            Spool::open(&locked, MIN_BYTES).is_err(),
+            "a symlinked lock is refused"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! endpoints current, reloads watched files and answers signals; on stop it
 //! drains the sensor, closes the stage and lets the spool drain.
 
+pub mod outputs;
 pub mod policy;
 pub mod print;
 pub mod reload;

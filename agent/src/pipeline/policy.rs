@@ -28,7 +28,9 @@ use eastwatch_policy::{
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::{Ready, Resolved, Stage, Summary, Taken, reload::Contents, status};
+use super::{
+    Ready, Resolved, Stage, Summary, Taken, outputs::CheckpointLock, reload::Contents, status,
+};
 
 /// Where learn mode writes.
 #[derive(Debug, Clone)]
@@ -68,6 +70,8 @@ pub struct PolicyStage {
     baseline_file: Option<Contents>,
     config_file: Option<Contents>,
     checkpoint_every: Duration,
+    /// Held while learning (see [`LearnFiles::prepare`]).
+    _checkpoint_lock: Option<CheckpointLock>,
 }
 
 impl PolicyStage {
@@ -75,6 +79,11 @@ impl PolicyStage {
     /// a learning scope into a monitored one) and the learner's checkpoint.
     pub fn new(setup: PolicySetup) -> anyhow::Result<Self> {
         let now = SystemTime::now();
+        // Before anything is loaded or attached.
+        let checkpoint_lock = match &setup.learn {
+            Some(files) => files.prepare()?,
+            None => None,
+        };
         let judge = match (&setup.baseline, setup.scopes.any(Mode::Monitor)) {
             (Some(path), _) => {
                 let baseline = initial_baseline(path)?;
@@ -102,6 +111,7 @@ impl PolicyStage {
             baseline_file: setup.baseline.map(Contents::new),
             config_file: setup.config.map(Contents::new),
             checkpoint_every: setup.checkpoint_every,
+            _checkpoint_lock: checkpoint_lock,
         };
         // Record what is on disk now, so only later changes count.
         for contents in [&mut stage.baseline_file, &mut stage.config_file]
@@ -308,7 +318,7 @@ impl Stage for PolicyStage {
 
     fn checkpoint(&mut self, now: SystemTime) {
         if let Err(err) = self.save_learned(now) {
-            warn!(%err, "checkpoint failed");
+            warn!("checkpoint failed: {err:#}");
         }
         if let Some(learner) = &self.learner {
             status::print(json!({
@@ -346,6 +356,15 @@ impl Stage for PolicyStage {
     }
 
     fn save(&mut self, now: SystemTime) -> anyhow::Result<()> {
+        if let (Some(learner), Some(files)) = (&self.learner, &self.learn)
+            && learner.is_empty()
+        {
+            // Still a valid file, but one that allows nothing: say so.
+            warn!(
+                out = %files.out.display(),
+                "learned no edges: the baseline written allows nothing (no traffic seen, or all of it excluded)"
+            );
+        }
         self.save_learned(now)
     }
 
