@@ -58,6 +58,12 @@ pub struct SpoolOverflow {
     pub last: Option<SystemTime>,
     /// The spool's bound.
     pub max_bytes: u64,
+    /// Dropped alerts by reason: `spool_limit` (the spool reached its
+    /// bound) or `disk` (the spool could not be written and the in-memory
+    /// queue standing in for it was full).
+    pub by_reason: BTreeMap<&'static str, u64>,
+    /// The last disk error, when any drop was for the disk.
+    pub disk_error: Option<String>,
 }
 
 /// Who raises an agent alert (health, visibility gaps) and when: the
@@ -277,6 +283,27 @@ impl Alert {
         for (kind, n) in &overflow.by_kind {
             details.insert(format!("dropped.{kind}"), n.to_string());
         }
+        for (reason, n) in &overflow.by_reason {
+            details.insert(format!("dropped_for.{reason}"), n.to_string());
+        }
+        if let Some(error) = &overflow.disk_error {
+            details.insert("disk_error".into(), error.clone());
+        }
+        let limit = overflow.by_reason.get("spool_limit").copied().unwrap_or(0);
+        let disk = overflow.by_reason.get("disk").copied().unwrap_or(0);
+        let mut reasons = Vec::new();
+        if limit > 0 {
+            reasons.push(format!(
+                "{limit} because the OTLP spool was full ({} bytes) while the collector was unreachable or slow",
+                overflow.max_bytes
+            ));
+        }
+        if disk > 0 {
+            reasons.push(format!(
+                "{disk} because the spool's disk could not be written ({}) and the in-memory queue was full",
+                overflow.disk_error.as_deref().unwrap_or("unknown error")
+            ));
+        }
         if let Some(first) = overflow.first {
             details.insert("first_dropped".into(), rfc3339(first));
         }
@@ -288,9 +315,9 @@ impl Alert {
             (AlertKind::VisibilityGap, Severity::High),
             AlertVerdict::SpoolOverflow,
             format!(
-                "{} alert(s) dropped: the OTLP spool was full ({} bytes) while the collector was unreachable or slow ({})",
+                "{} alert(s) dropped: {} ({})",
                 overflow.dropped,
-                overflow.max_bytes,
+                reasons.join("; "),
                 kinds.join(", ")
             ),
             details,

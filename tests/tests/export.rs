@@ -872,3 +872,134 @@ fn a_pod_to_pod_alert_carries_kubernetes_attributes_and_both_workloads() {
     }
     drop(agent);
 }
+
+/// A tmpfs mounted for one test (needs root), unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: std::path::PathBuf, size: &str) -> Self {
+        std::fs::create_dir_all(&path).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting a tmpfs at {}", path.display());
+        Self(path)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The spool's disk fills up (a 32 KiB tmpfs under a 64 KiB spool bound)
+/// while the collector is down. Once it is back: no re-send storm (the
+/// acknowledgement that cannot be written does not make batches go out
+/// again), alerts raised meanwhile and afterwards arrive (from memory while
+/// the disk is full), and every drop is counted with its true reason (the
+/// disk, not the spool's bound).
+#[test]
+fn a_full_spool_disk_neither_storms_nor_loses_new_alerts() {
+    let pods = Pods::new();
+    let client_id = pods.client_id();
+    let mut collector = Collector::start(Protocol::Grpc);
+    let dir = TempDir::new("otlp-disk-full");
+    let _disk = Tmpfs::mount(dir.join("spool"), "32k");
+    let mut agent = monitor(&dir, &collector, &["--spool-max-bytes", "65536"], &[]);
+    collector.down();
+    Peer::spawn(
+        &pods.client,
+        Some(&pods.pair.a),
+        &[
+            "tcp-sweep",
+            "--to",
+            VethPair::B4,
+            "--first",
+            "32001",
+            "--last",
+            "32150",
+        ],
+    )
+    .finish();
+    wait_printed(&mut agent, &client_id, &[32150]);
+    collector.up();
+    let logs = collector.wait_logs(WAIT, |logs| {
+        logs.iter().any(|l| {
+            l.event_name() == GAP
+                && l.attr("eastwatch.verdict").as_deref() == Some("spool-overflow")
+        })
+    });
+    let gap = logs
+        .iter()
+        .find(|l| l.event_name() == GAP)
+        .unwrap_or_else(|| panic!("no visibility gap:\n{}", agent.stderr_text()));
+    assert!(
+        gap.attr("eastwatch.details.dropped_for.disk")
+            .and_then(|d| d.parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+            && gap
+                .attr("eastwatch.details.dropped_for.spool_limit")
+                .is_none(),
+        "dropped for the disk, not the spool's bound: {gap:#?}"
+    );
+    assert!(
+        gap.body().contains("disk") && !gap.body().contains("spool was full"),
+        "{}",
+        gap.body()
+    );
+
+    // Raised after the collector came back, with the disk still full.
+    pods.attempt(33001);
+    collector.wait_logs(WAIT, |logs| logs.iter().any(egress_to(33001, &client_id)));
+    assert!(
+        collector.logs().iter().any(egress_to(33001, &client_id)),
+        "a new alert never arrived:\n{}",
+        agent.stderr_text()
+    );
+
+    let events = agent.stop();
+    let raised = events.of_kind(UNAUTHORIZED).count() as u64;
+    let logs = collector.logs();
+    let unauthorized: Vec<&ReceivedLog> = logs
+        .iter()
+        .filter(|l| l.event_name() == UNAUTHORIZED)
+        .collect();
+    let unique: BTreeSet<i64> = unauthorized
+        .iter()
+        .filter_map(|l| l.int("eastwatch.alert.sequence"))
+        .collect();
+    // At least once, not a storm: at most one batch sent twice.
+    assert!(
+        unauthorized.len() <= unique.len() + 256,
+        "{} records for {} alerts",
+        unauthorized.len(),
+        unique.len()
+    );
+    let counted: u64 = logs
+        .iter()
+        .filter(|l| l.event_name() == GAP)
+        .filter_map(|l| l.attr("eastwatch.details.dropped.unauthorized_flow"))
+        .filter_map(|d| d.parse::<u64>().ok())
+        .sum();
+    assert_eq!(
+        raised,
+        unique.len() as u64 + counted,
+        "raised = received + counted dropped"
+    );
+    let counted_all: u64 = logs
+        .iter()
+        .filter(|l| l.event_name() == GAP)
+        .filter_map(|l| l.attr("eastwatch.details.dropped"))
+        .filter_map(|d| d.parse::<u64>().ok())
+        .sum();
+    let export = &events.summary()["export"];
+    assert!(
+        export["spool_write_failures"].as_u64().unwrap_or(0) > 0
+            && export["dropped_disk"].as_u64() == Some(counted_all)
+            && export["dropped_spool_limit"].as_u64() == Some(0),
+        "{export}"
+    );
+}

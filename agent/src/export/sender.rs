@@ -7,6 +7,7 @@
 //! alert says how many and of which kinds.
 
 use std::{
+    collections::VecDeque,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
@@ -28,7 +29,7 @@ use eastwatch_policy::alert::{Alert, AlertContext, Mode, SpoolOverflow};
 
 use super::{
     metrics::Metrics,
-    otlp::record,
+    otlp::record::{self, OtlpRecord},
     spool::{SYNC_EVERY, Spool, SpoolError, Spooled},
 };
 use crate::{
@@ -51,6 +52,25 @@ struct Overflow {
     monitor: bool,
 }
 
+/// Why an alert could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DropReason {
+    /// The spool reached `--spool-max-bytes`.
+    SpoolLimit,
+    /// The spool's disk failed (full, read-only) and the in-memory queue
+    /// that stands in for it was full too.
+    Disk,
+}
+
+impl DropReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::SpoolLimit => "spool_limit",
+            Self::Disk => "disk",
+        }
+    }
+}
+
 /// What the sender has done, for the summary and readiness.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct QueueStats {
@@ -65,6 +85,16 @@ pub struct QueueStats {
     /// Alerts refused because the spool was full (each counted in a
     /// visibility-gap alert).
     pub dropped: u64,
+    /// Of those: the spool reached its bound.
+    pub dropped_spool_limit: u64,
+    /// Of those: the disk failed and the in-memory queue was full.
+    pub dropped_disk: u64,
+    /// Alerts waiting in memory because the spool's disk failed.
+    pub memory_pending: u64,
+    /// Failures writing the spool (appends and acknowledgements).
+    pub spool_write_failures: u64,
+    /// The last of them.
+    pub last_spool_error: Option<String>,
     /// Visibility-gap alerts raised for drops.
     pub gap_alerts: u64,
     pub last_error: Option<String>,
@@ -72,8 +102,46 @@ pub struct QueueStats {
 
 struct Inner {
     spool: Spool,
+    /// Alerts the spool could not take because its disk failed, with
+    /// sequence numbers from the spool. Sent after everything spooled
+    /// (while it holds any, new alerts join it, so the order holds);
+    /// bounded by the spool's bound.
+    memory: VecDeque<(u64, OtlpRecord)>,
+    memory_bytes: u64,
     overflow: Overflow,
     stats: QueueStats,
+}
+
+impl Inner {
+    /// Queues a record: in the spool, or in memory while the spool's disk
+    /// fails.
+    fn enqueue(&mut self, record: OtlpRecord) -> Result<(), DropReason> {
+        if self.memory.is_empty() {
+            match self.spool.append(&record) {
+                Ok(_) => return Ok(()),
+                Err(SpoolError::Full { .. }) => return Err(DropReason::SpoolLimit),
+                Err(err) => self.spool_failed(&err),
+            }
+        }
+        let len = Spool::encoded_len(&record);
+        if self.memory_bytes + len > self.spool.max_bytes() {
+            return Err(DropReason::Disk);
+        }
+        let seq = self.spool.reserve_seq();
+        self.memory.push_back((seq, record));
+        self.memory_bytes += len;
+        Ok(())
+    }
+
+    fn spool_failed(&mut self, err: &SpoolError) {
+        self.stats.spool_write_failures += 1;
+        self.stats.last_spool_error = Some(err.to_string());
+        let failures = self.stats.spool_write_failures;
+        // Logged at 1, 2, 4, ...: the count is exact, the log no flood.
+        if failures.is_power_of_two() {
+            warn!(%err, failures, "writing the spool failed; alerts wait in memory");
+        }
+    }
 }
 
 pub struct AlertQueue {
@@ -101,6 +169,8 @@ impl AlertQueue {
         Self {
             inner: Mutex::new(Inner {
                 spool,
+                memory: VecDeque::new(),
+                memory_bytes: 0,
                 overflow: Overflow::default(),
                 stats,
             }),
@@ -121,6 +191,7 @@ impl AlertQueue {
         let mut stats = inner.stats.clone();
         stats.pending = inner.spool.pending();
         stats.spool_bytes = inner.spool.bytes();
+        stats.memory_pending = inner.memory.len() as u64;
         stats
     }
 
@@ -129,15 +200,19 @@ impl AlertQueue {
         let record = record::from_alert(alert, SystemTime::now());
         let mut inner = self.lock();
         self.raise_gap(&mut inner);
-        let result = match inner.spool.append(&record) {
-            Ok(_) => Ok(()),
-            Err(SpoolError::Full { .. }) => {
-                self.count_drop(&mut inner, alert);
+        let result = match inner.enqueue(record) {
+            Ok(()) => Ok(()),
+            // The spool's bound, as configured: counted, not an error.
+            Err(reason @ DropReason::SpoolLimit) => {
+                self.count_drop(&mut inner, alert, reason);
                 Ok(())
             }
-            Err(err) => {
-                self.count_drop(&mut inner, alert);
-                Err(SinkError::Other(format!("spooling alert: {err}")))
+            Err(reason @ DropReason::Disk) => {
+                self.count_drop(&mut inner, alert, reason);
+                Err(SinkError::Other(format!(
+                    "alert dropped: the spool cannot be written ({}) and the memory queue is full",
+                    inner.stats.last_spool_error.as_deref().unwrap_or("?")
+                )))
             }
         };
         self.metrics.spool_bytes(inner.spool.bytes());
@@ -146,23 +221,32 @@ impl AlertQueue {
         result
     }
 
-    fn count_drop(&self, inner: &mut Inner, alert: &Alert) {
+    fn count_drop(&self, inner: &mut Inner, alert: &Alert, reason: DropReason) {
         let overflow = &mut inner.overflow;
         overflow.monitor |= alert.mode == Mode::Monitor;
         let dropped = &mut overflow.dropped;
         dropped.dropped += 1;
         *dropped.by_kind.entry(alert.kind.as_str()).or_default() += 1;
+        *dropped.by_reason.entry(reason.as_str()).or_default() += 1;
+        if reason == DropReason::Disk {
+            dropped.disk_error.clone_from(&inner.stats.last_spool_error);
+        }
         dropped.first.get_or_insert(alert.time);
         dropped.last = Some(alert.time);
         inner.stats.dropped += 1;
+        match reason {
+            DropReason::SpoolLimit => inner.stats.dropped_spool_limit += 1,
+            DropReason::Disk => inner.stats.dropped_disk += 1,
+        }
         self.metrics.spool_dropped(alert.kind);
         let dropped = inner.stats.dropped;
         // Logged at 1, 2, 4, ...: the count is exact, the log no flood.
         if dropped.is_power_of_two() {
             warn!(
                 dropped,
+                reason = reason.as_str(),
                 max_bytes = inner.spool.max_bytes(),
-                "alert spool full; alerts dropped and counted"
+                "alerts dropped and counted"
             );
         }
     }
@@ -174,11 +258,11 @@ impl AlertQueue {
         }
         let alert = self.overflow_alert(&inner.overflow, inner.spool.max_bytes());
         let record = record::from_alert(&alert, SystemTime::now());
-        if !inner.spool.fits(Spool::encoded_len(&record)) {
+        if inner.memory.is_empty() && !inner.spool.fits(Spool::encoded_len(&record)) {
             return;
         }
-        match inner.spool.append(&record) {
-            Ok(_) => {
+        match inner.enqueue(record) {
+            Ok(()) => {
                 info!(
                     dropped = inner.overflow.dropped.dropped,
                     "spool has room again; visibility-gap alert raised"
@@ -187,7 +271,7 @@ impl AlertQueue {
                 inner.stats.gap_alerts += 1;
                 self.metrics.alert(&alert);
             }
-            Err(err) => debug!(%err, "gap alert not spooled yet"),
+            Err(reason) => debug!(reason = reason.as_str(), "gap alert not queued yet"),
         }
     }
 
@@ -217,6 +301,7 @@ impl AlertQueue {
     pub async fn drained(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
+            // Pending counts what waits in memory too.
             if self.lock().spool.pending() == 0 {
                 return true;
             }
@@ -265,16 +350,56 @@ fn scope() -> InstrumentationScope {
 pub async fn run_sender(queue: Arc<AlertQueue>, exporter: LogExporter) {
     let mut sender = Sender::new(queue, exporter);
     while let Some(batch) = sender.next_batch().await {
-        match sender.export(&batch).await {
+        let result = match sender.export(&batch).await {
             Ok(()) => sender.sent(&batch),
-            Err(err) => {
-                if !sender.failed(&err).await {
+            Err(err) => Err(Failure::Export(err)),
+        };
+        match result {
+            Ok(()) => sender.backoff = BACKOFF_FIRST,
+            Err(failure) => {
+                if !sender.failed(&failure).await {
                     break;
                 }
             }
         }
     }
     sender.finish();
+}
+
+/// Alerts to send: the oldest spooled ones, or (once the spool has none)
+/// those waiting in memory.
+enum Batch {
+    Spooled(Vec<Spooled>),
+    Memory(Vec<(u64, OtlpRecord)>),
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        match self {
+            Self::Spooled(batch) => batch.len(),
+            Self::Memory(batch) => batch.len(),
+        }
+    }
+
+    fn records(&self) -> Vec<(u64, &OtlpRecord)> {
+        match self {
+            Self::Spooled(batch) => batch.iter().map(|s| (s.seq, &s.record)).collect(),
+            Self::Memory(batch) => batch.iter().map(|(seq, r)| (*seq, r)).collect(),
+        }
+    }
+}
+
+/// Why a turn of the sender failed; each one backs off before the next.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("OTLP export failed: {0}")]
+    Export(OTelSdkError),
+    /// Sent, but the acknowledgement could not be written (the batch is
+    /// not sent again in this run).
+    #[error("acknowledging in the spool failed: {0}")]
+    Ack(SpoolError),
+    #[error("reading the spool failed: {0}")]
+    Read(SpoolError),
 }
 
 /// The sending side of the queue: one batch at a time, acknowledged once
@@ -310,10 +435,10 @@ impl Sender {
 
     /// The next alerts to send, waiting while the spool is empty; None
     /// once the queue is closed with nothing left to try.
-    async fn next_batch(&mut self) -> Option<Vec<Spooled>> {
+    async fn next_batch(&mut self) -> Option<Batch> {
         loop {
             match self.peek() {
-                Ok(batch) if !batch.is_empty() => return Some(batch),
+                Ok(batch) if batch.len() > 0 => return Some(batch),
                 Ok(_) if self.queue.is_closed() => return None,
                 Ok(_) => {
                     tokio::select! {
@@ -322,18 +447,16 @@ impl Sender {
                     }
                 }
                 Err(err) => {
-                    warn!(%err, "reading the spool failed");
-                    if self.queue.is_closed() {
+                    if !self.failed(&Failure::Read(err)).await {
                         return None;
                     }
-                    tokio::time::sleep(BACKOFF_MAX).await;
                 }
             }
         }
     }
 
-    /// The oldest spooled alerts, after syncing the spool when it is due.
-    fn peek(&mut self) -> Result<Vec<Spooled>, SpoolError> {
+    /// The oldest alerts, after syncing the spool when it is due.
+    fn peek(&mut self) -> Result<Batch, SpoolError> {
         let mut inner = self.queue.lock();
         if self.last_sync.elapsed() >= SYNC_EVERY {
             if let Err(err) = inner.spool.sync() {
@@ -341,29 +464,47 @@ impl Sender {
             }
             self.last_sync = Instant::now();
         }
-        inner.spool.peek(BATCH)
+        let spooled = inner.spool.peek(BATCH)?;
+        if !spooled.is_empty() || inner.memory.is_empty() {
+            return Ok(Batch::Spooled(spooled));
+        }
+        Ok(Batch::Memory(
+            inner.memory.iter().take(BATCH).cloned().collect(),
+        ))
     }
 
-    async fn export(&self, batch: &[Spooled]) -> OTelSdkResult {
+    async fn export(&self, batch: &Batch) -> OTelSdkResult {
         let records: Vec<SdkLogRecord> = batch
-            .iter()
-            .map(|s| s.record.to_sdk(s.seq, &self.logger))
+            .records()
+            .into_iter()
+            .map(|(seq, record)| record.to_sdk(seq, &self.logger))
             .collect();
         let pairs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
             records.iter().map(|r| (r, &self.scope)).collect();
         self.exporter.export(LogBatch::new(&pairs)).await
     }
 
-    /// The collector has `batch`: acknowledged in the spool.
-    fn sent(&mut self, batch: &[Spooled]) {
+    /// The collector has `batch`: acknowledged in the spool (or taken
+    /// out of memory).
+    fn sent(&mut self, batch: &Batch) -> Result<(), Failure> {
         let queue = &self.queue;
         let mut inner = queue.lock();
-        if let Some(last) = batch.last()
-            && let Err(err) = inner.spool.ack(last)
-        {
-            // Sent but not recorded: it may be sent again (at least
-            // once), never lost.
-            warn!(%err, "acknowledging in the spool failed");
+        let acked = match batch {
+            Batch::Spooled(batch) => batch.last().map(|last| inner.spool.ack(last)),
+            Batch::Memory(batch) => {
+                for _ in batch {
+                    if let Some((_, record)) = inner.memory.pop_front() {
+                        inner.memory_bytes = inner
+                            .memory_bytes
+                            .saturating_sub(Spool::encoded_len(&record));
+                    }
+                }
+                batch.last().map(|(seq, _)| inner.spool.ack_reserved(*seq))
+            }
+        };
+        let acked = acked.unwrap_or(Ok(()));
+        if let Err(err) = &acked {
+            inner.spool_failed(err);
         }
         inner.stats.exported += batch.len() as u64;
         queue.metrics.exported(batch.len() as u64);
@@ -376,23 +517,28 @@ impl Sender {
                 "collector reachable again; sending spooled alerts"
             );
         }
-        self.backoff = BACKOFF_FIRST;
+        acked.map_err(Failure::Ack)
     }
 
-    /// Counts a failed export and waits before the retry; false when the
-    /// queue is closed (what is left stays spooled).
-    async fn failed(&mut self, err: &OTelSdkError) -> bool {
-        let failures = {
-            let mut inner = self.queue.lock();
-            inner.stats.export_failures += 1;
-            inner.stats.last_error = Some(err.to_string());
-            inner.stats.export_failures
-        };
-        self.queue.metrics.export_failed();
-        if self.failing_since.is_none() || failures.is_power_of_two() {
-            warn!(%err, failures, "OTLP export failed; alerts stay spooled and are retried");
+    /// Counts a failure and waits (backing off, up to [`BACKOFF_MAX`])
+    /// before the next try; false when the queue is closed (what is left
+    /// stays spooled).
+    async fn failed(&mut self, failure: &Failure) -> bool {
+        if let Failure::Export(err) = failure {
+            let failures = {
+                let mut inner = self.queue.lock();
+                inner.stats.export_failures += 1;
+                inner.stats.last_error = Some(err.to_string());
+                inner.stats.export_failures
+            };
+            self.queue.metrics.export_failed();
+            if self.failing_since.is_none() || failures.is_power_of_two() {
+                warn!(%err, failures, "OTLP export failed; alerts stay spooled and are retried");
+            }
+            self.failing_since.get_or_insert_with(Instant::now);
+        } else {
+            debug!(%failure, backoff = ?self.backoff, "sender backs off");
         }
-        self.failing_since.get_or_insert_with(Instant::now);
         if self.queue.is_closed() {
             return false;
         }

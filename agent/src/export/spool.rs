@@ -304,6 +304,14 @@ impl Spool {
         Ok(seq)
     }
 
+    /// A sequence number for a record kept outside the spool (in memory,
+    /// while the disk fails), so the collector still sees them in order.
+    pub fn reserve_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
     /// Makes every appended record durable (fdatasync of the newest
     /// segment; older ones were synced when they were rolled).
     pub fn sync(&mut self) -> Result<(), SpoolError> {
@@ -369,13 +377,30 @@ impl Spool {
         if up_to.seq <= self.acked {
             return Ok(());
         }
-        write_atomic(&self.dir.join("acked"), up_to.seq.to_string().as_bytes())?;
+        // Advanced in memory even when the record of it cannot be written
+        // (a full disk): the batch is never sent again in this run, and
+        // deleting what is acknowledged frees the disk. After a restart it
+        // may be sent once more (at least once, never lost).
+        let written = write_atomic(&self.dir.join("acked"), up_to.seq.to_string().as_bytes());
         self.acked = up_to.seq;
         self.read = up_to.next;
-        if self.pending() == 0 {
-            self.roll()?;
+        let rolled = if self.pending() == 0 {
+            self.roll()
+        } else {
+            Ok(())
+        };
+        let collected = self.collect();
+        written.and(rolled).and(collected)
+    }
+
+    /// The collector has records kept in memory up to `seq` (numbered by
+    /// [`Spool::reserve_seq`]); the spool holds nothing older unsent.
+    pub fn ack_reserved(&mut self, seq: u64) -> Result<(), SpoolError> {
+        if seq <= self.acked {
+            return Ok(());
         }
-        self.collect()
+        self.acked = seq;
+        write_atomic(&self.dir.join("acked"), seq.to_string().as_bytes())
     }
 
     /// Starts a new segment (the previous one synced first).
