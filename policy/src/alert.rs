@@ -85,6 +85,22 @@ pub struct KernelLoss {
     pub totals: BTreeMap<String, u64>,
 }
 
+/// Counters that grow without anything being lost: `flow_map_full` means
+/// a flow could not be folded in the kernel's table, but its event still
+/// went out (the agent keeps its own totals).
+pub const NOT_LOST: [&str; 1] = ["flow_map_full"];
+
+impl KernelLoss {
+    /// Events really lost (every counter but [`NOT_LOST`]).
+    pub fn events_lost(&self) -> u64 {
+        self.lost
+            .iter()
+            .filter(|(name, _)| !NOT_LOST.contains(&name.as_str()))
+            .map(|(_, grew)| grew)
+            .sum()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -250,7 +266,11 @@ impl Alert {
     /// A visibility gap: kernel events lost since the last report, each
     /// counter's growth and its total in `details`.
     pub fn kernel_loss(context: &AlertContext, loss: &KernelLoss) -> Self {
-        let lost: u64 = loss.lost.values().sum();
+        let lost = loss.events_lost();
+        let consequence = match context.mode {
+            Mode::Monitor => "some flows were not judged",
+            Mode::Learn => "some flows were not learned or reported",
+        };
         let mut details: BTreeMap<String, String> = loss
             .lost
             .iter()
@@ -263,7 +283,7 @@ impl Alert {
             context,
             (AlertKind::VisibilityGap, Severity::Medium),
             AlertVerdict::KernelEventsLost,
-            format!("the kernel lost {lost} flow event(s); some flows were not judged"),
+            format!("the kernel lost {lost} event(s); {consequence}"),
             details,
         )
     }
@@ -469,5 +489,39 @@ mod tests {
         );
         assert_eq!(config.verdict, Some(AlertVerdict::ConfigRejected));
         assert_eq!(config.baseline_digest.as_deref(), Some("sha256:ab"));
+    }
+
+    /// `flow_map_full` grows while the event still goes out: it is not a
+    /// loss. The consequence named depends on the mode.
+    #[test]
+    fn a_kernel_loss_counts_only_real_losses_and_speaks_for_its_mode() {
+        let loss = KernelLoss {
+            lost: [
+                ("flow_map_full".to_owned(), 3),
+                ("flow_ring_buffer_full".to_owned(), 2),
+            ]
+            .into(),
+            totals: BTreeMap::new(),
+        };
+        let context = |mode| AlertContext {
+            time: SystemTime::UNIX_EPOCH,
+            node: None,
+            mode,
+            baseline_digest: None,
+        };
+        let learn = Alert::kernel_loss(&context(Mode::Learn), &loss);
+        assert_eq!(
+            learn.summary,
+            "the kernel lost 2 event(s); some flows were not learned or reported"
+        );
+        assert_eq!(learn.mode, Mode::Learn);
+        assert_eq!(learn.details["flow_map_full"], "3", "still shown");
+        let monitor = Alert::kernel_loss(&context(Mode::Monitor), &loss);
+        assert!(monitor.summary.ends_with("some flows were not judged"));
+        let folding_only = KernelLoss {
+            lost: [("flow_map_full".to_owned(), 3)].into(),
+            totals: BTreeMap::new(),
+        };
+        assert_eq!(folding_only.events_lost(), 0, "no alert for it");
     }
 }

@@ -283,8 +283,12 @@ impl<S: Stage> Pipeline<S> {
                 for (counter, lost) in &report.new {
                     metrics.kernel_lost(counter, *lost);
                 }
-                let alert = Alert::kernel_loss(&self.alert_context(now), &kernel_loss(report));
-                self.sinks.deliver([alert]);
+                // Only real losses are a visibility gap (see `NOT_LOST`).
+                let loss = kernel_loss(report);
+                if loss.events_lost() > 0 {
+                    let alert = Alert::kernel_loss(&self.alert_context(now), &loss);
+                    self.sinks.deliver([alert]);
+                }
             }
             let taken = self.stage.take(&item, now)?;
             if let (Some(verdict), Some((flow, count))) = (taken.verdict, item.flow()) {
