@@ -270,7 +270,7 @@ impl Learner {
         let Some(path) = path else {
             return Ok(Self::new(now));
         };
-        match std::fs::read(path) {
+        match crate::file::read_bounded(path, crate::file::MAX_INPUT_BYTES) {
             Ok(bytes) => {
                 let checkpoint: Checkpoint =
                     serde_json::from_slice(&bytes).map_err(|source| CheckpointError::Parse {
@@ -285,7 +285,7 @@ impl Learner {
                 }
                 Ok(Self::resume(checkpoint))
             }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Self::new(now)),
+            Err(err) if err.is_not_found() => Ok(Self::new(now)),
             Err(source) => Err(CheckpointError::Read {
                 path: path.to_owned(),
                 source,
@@ -312,7 +312,7 @@ pub enum CheckpointError {
     Read {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: crate::file::ReadError,
     },
     #[error("reading checkpoint {}", path.display())]
     Parse {

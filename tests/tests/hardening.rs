@@ -5,10 +5,11 @@
 
 use std::{
     net::TcpListener,
-    process::{Command, Output},
+    process::{Command, Output, Stdio},
+    time::Duration,
 };
 
-use eastwatch_tests::{Agent, TempDir, agent::agent_binary, require_root};
+use eastwatch_tests::{Agent, TempDir, agent::agent_binary, require_root, spawn::wait_or_kill};
 
 /// Runs `eastwatch ARGS` to its end.
 fn eastwatch(args: &[&str]) -> Output {
@@ -101,4 +102,88 @@ fn a_second_learn_with_the_same_checkpoint_is_refused() {
     );
     let events = first.stop();
     assert_eq!(events.summary()["command"], "learn", "{}", events.dump());
+}
+
+/// Runs `eastwatch ARGS`, which must end by itself within `timeout`;
+/// whether it succeeded, and its stdout and stderr.
+fn eastwatch_within(args: &[&str], timeout: Duration) -> (bool, String) {
+    let mut child = Command::new(agent_binary())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run eastwatch");
+    let read = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = read(Box::new(child.stderr.take().expect("stderr")));
+    let ended = wait_or_kill(&mut child, timeout);
+    let success = child.wait().is_ok_and(|s| s.success());
+    let text = stdout.join().expect("stdout reader") + &stderr.join().expect("stderr reader");
+    assert!(ended, "{args:?} did not end within {timeout:?}:\n{text}");
+    (success, text)
+}
+
+/// Endless input (`/dev/zero`) and a FIFO without a writer: refused at
+/// once with a clear error for every file the agent reads (before, lint
+/// grew to gigabytes and a FIFO blocked for ever).
+#[test]
+fn endless_and_blocking_inputs_are_refused_at_once() {
+    require_root();
+    let dir = TempDir::new("hostile-input");
+    let fifo = dir.join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let fifo = fifo.to_str().expect("path");
+    let out = dir.join("out.yaml");
+    let out = out.to_str().expect("path");
+    for input in ["/dev/zero", fifo] {
+        for args in [
+            vec!["baseline", "lint", input],
+            vec!["baseline", "merge", input, "--out", out],
+            vec!["monitor", "--baseline", input, "--duration", "1s"],
+            vec!["run", "--config", input, "--duration", "1s"],
+            vec!["observe", "--inventory", input, "--duration", "1s"],
+            vec![
+                "learn",
+                "--out",
+                out,
+                "--checkpoint",
+                input,
+                "--duration",
+                "1s",
+            ],
+        ] {
+            let (success, stderr) = eastwatch_within(&args, Duration::from_secs(10));
+            assert!(!success, "{args:?} accepted {input}:\n{stderr}");
+            assert!(
+                stderr.contains(input) && stderr.contains("not a regular file"),
+                "{args:?}: a clear error naming {input}:\n{stderr}"
+            );
+        }
+    }
+}
+
+/// Non-UTF-8 input is named with its position, not just the file.
+#[test]
+fn non_utf8_input_is_named_with_its_position() {
+    let dir = TempDir::new("not-utf8");
+    let path = dir.join("baseline.yaml");
+    std::fs::write(
+        &path,
+        b"apiVersion: eastwatch.io/v1\nkind: Baseline\nmetadata:\n  name: caf\xe9\n",
+    )
+    .expect("write");
+    let path = path.to_str().expect("path");
+    let (success, stderr) = eastwatch_within(&["baseline", "lint", path], Duration::from_secs(10));
+    assert!(!success, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{path}:4:12")) && stderr.contains("UTF-8"),
+        "file:line:col of the bad byte:\n{stderr}"
+    );
 }

@@ -36,15 +36,15 @@ use std::{
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use eastwatch_policy::identity::{Identity, ServiceRef, Workload, WorkloadKind};
+use eastwatch_policy::{
+    file::{MAX_INPUT_BYTES, ReadError, read_text_bounded},
+    identity::{Identity, ServiceRef, Workload, WorkloadKind},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
     #[error("{}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: ReadError },
     /// Where in the file, and what is wrong there.
     #[error("{}:{line}:{column}: {reason}", path.display())]
     Invalid {
@@ -154,10 +154,11 @@ pub struct Inventory {
 
 impl Inventory {
     pub fn load(path: &Path, default_cluster: &str) -> Result<Self, InventoryError> {
-        let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            read_text_bounded(path, MAX_INPUT_BYTES).map_err(|source| InventoryError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         Self::parse(path, &text, default_cluster)
     }
 

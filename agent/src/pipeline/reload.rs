@@ -72,7 +72,12 @@ impl Contents {
     /// True when the file now holds something else than last time (a file
     /// that cannot be read counts as changed once).
     pub fn changed(&mut self) -> bool {
-        let now: [u8; 32] = match std::fs::read(&self.path) {
+        // Bounded and non-blocking: a FIFO or a huge file swapped in
+        // never stalls the loop (it is rejected on reload).
+        let now: [u8; 32] = match eastwatch_policy::file::read_bounded(
+            &self.path,
+            eastwatch_policy::file::MAX_INPUT_BYTES,
+        ) {
             Ok(bytes) => Sha256::digest(&bytes).into(),
             Err(_) => [0; 32],
         };

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 
 use super::{diag::Diagnostic, format::Pos};
+use crate::file::{MAX_INPUT_BYTES, ReadError, read_text_bounded};
 
 /// Deserializes `text` (named `file` in messages).
 pub fn from_str<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, Vec<Diagnostic>> {
@@ -30,13 +31,19 @@ pub fn read<T: DeserializeOwned>(path: &Path) -> Result<(T, String), Vec<Diagnos
 /// A file's text and its name for messages.
 pub fn read_text(path: &Path) -> Result<(String, String), Vec<Diagnostic>> {
     let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
+    match read_text_bounded(path, MAX_INPUT_BYTES) {
         Ok(text) => Ok((text, file)),
-        Err(err) => Err(vec![Diagnostic::error(
-            &file,
-            None,
-            format!("cannot read: {err}"),
-        )]),
+        Err(err) => {
+            let at = match err {
+                ReadError::NotUtf8 { line, column, .. } => Some(Pos { line, column }),
+                _ => None,
+            };
+            Err(vec![Diagnostic::error(
+                &file,
+                at,
+                format!("cannot read: {err}"),
+            )])
+        }
     }
 }
 

@@ -228,10 +228,13 @@ pub fn report_files(
     now: SystemTime,
 ) -> Result<PrivilegeReport, ToolError> {
     let baseline = load_valid(file, now)?;
-    let bytes = std::fs::read(evidence).map_err(|source| ToolError::Read {
-        path: evidence.to_owned(),
-        source,
-    })?;
+    let bytes =
+        crate::file::read_bounded(evidence, crate::file::MAX_INPUT_BYTES).map_err(|source| {
+            ToolError::Read {
+                path: evidence.to_owned(),
+                source: source.into(),
+            }
+        })?;
     let evidence: Evidence =
         serde_json::from_slice(&bytes).map_err(|source| ToolError::Evidence {
             path: evidence.to_owned(),
