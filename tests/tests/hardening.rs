@@ -187,3 +187,47 @@ fn non_utf8_input_is_named_with_its_position() {
         "file:line:col of the bad byte:\n{stderr}"
     );
 }
+
+/// A baseline of `edges` distinct edges.
+fn big_baseline(path: &std::path::Path, edges: usize) {
+    use std::fmt::Write as _;
+    let mut text = String::from(
+        "apiVersion: eastwatch.io/v1\nkind: Baseline\nmetadata:\n  name: big\nspec:\n  edges:\n",
+    );
+    for i in 0..edges {
+        let _ = write!(
+            text,
+            "    - from: {{namespace: ns{i}, workload: {{kind: Deployment, name: web}}}}\n      \
+             to: {{namespace: ns{i}, workload: {{kind: Deployment, name: api}}}}\n      \
+             ports: [\"{}/tcp\"]\n",
+            1024 + i % 60000
+        );
+    }
+    std::fs::write(path, text).expect("write baseline");
+}
+
+/// 200,000 edges: accepted by lint, merge (whose output lints too) and
+/// monitor. The YAML parser's default node budget stopped them at about
+/// 20,800 edges.
+#[test]
+fn a_baseline_of_200k_edges_is_accepted() {
+    require_root();
+    let dir = TempDir::new("big-baseline");
+    let path = dir.join("big.yaml");
+    big_baseline(&path, 200_000);
+    let path = path.to_str().expect("path");
+    let merged = dir.join("merged.yaml");
+    let merged = merged.to_str().expect("path");
+    for args in [
+        vec!["baseline", "lint", path],
+        vec!["baseline", "merge", path, "--out", merged],
+        vec!["baseline", "lint", merged],
+    ] {
+        let (success, output) = eastwatch_within(&args, Duration::from_secs(120));
+        assert!(success, "{args:?}:\n{output}");
+    }
+    let agent = Agent::spawn(&["monitor", "--baseline", path]);
+    let events = agent.stop();
+    let ready = events.of_kind("ready").next().expect("ready");
+    assert_eq!(ready["baseline_edges"], 200_000, "{ready}");
+}

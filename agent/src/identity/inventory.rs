@@ -163,18 +163,22 @@ impl Inventory {
     }
 
     pub fn parse(path: &Path, text: &str, default_cluster: &str) -> Result<Self, InventoryError> {
-        let file: File = serde_saphyr::from_str(text).map_err(|err| match err.location() {
-            Some(at) if at.line() > 0 => InventoryError::Invalid {
-                path: path.to_owned(),
-                line: at.line(),
-                column: at.column(),
-                reason: first_line(&err.to_string()),
-            },
-            _ => InventoryError::Unplaced {
-                path: path.to_owned(),
-                reason: first_line(&err.to_string()),
-            },
-        })?;
+        let options = eastwatch_policy::baseline::parse::options_for(text);
+        let file: File =
+            serde_saphyr::from_str_with_options(text, options).map_err(|err| {
+                match err.location() {
+                    Some(at) if at.line() > 0 => InventoryError::Invalid {
+                        path: path.to_owned(),
+                        line: at.line(),
+                        column: at.column(),
+                        reason: first_line(&err.to_string()),
+                    },
+                    _ => InventoryError::Unplaced {
+                        path: path.to_owned(),
+                        reason: first_line(&err.to_string()),
+                    },
+                }
+            })?;
         Builder {
             path,
             inventory: Inventory {

@@ -9,9 +9,24 @@ use serde::de::DeserializeOwned;
 use super::{diag::Diagnostic, format::Pos};
 use crate::file::{MAX_INPUT_BYTES, ReadError, read_text_bounded};
 
+/// The parser's limits for `text`. Its defaults (250,000 nodes, 1,000,000
+/// events, 64 MiB of scalars) stop a baseline at about 20,000 edges; here
+/// they grow with the input instead, which is itself bounded
+/// ([`crate::file::MAX_INPUT_BYTES`]): a YAML node or event takes at least
+/// a byte or two of input, so only aliases (whose own limits stay at the
+/// defaults, against "billion laughs") could make more of them.
+pub fn options_for(text: &str) -> serde_saphyr::Options {
+    let len = text.len();
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = budget.max_nodes.max(len);
+    budget.max_events = budget.max_events.max(len.saturating_mul(2));
+    budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.max(len);
+    serde_saphyr::options! { with_snippet: false, budget: Some(budget) }
+}
+
 /// Deserializes `text` (named `file` in messages).
 pub fn from_str<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, Vec<Diagnostic>> {
-    let options = serde_saphyr::options! { with_snippet: false };
+    let options = options_for(text);
     serde_saphyr::from_str_with_options::<T>(text, options).map_err(|err| {
         let at = err.location().filter(|l| l.line() > 0).map(|l| Pos {
             line: l.line(),
