@@ -15,6 +15,8 @@ mod cgroup;
 mod cli;
 mod clock;
 mod commands;
+#[cfg(test)]
+mod doc_examples;
 mod export;
 mod hostns;
 mod identity;
