@@ -18,6 +18,9 @@ mod commands;
 #[cfg(test)]
 mod doc_examples;
 mod export;
+/// Fuzz targets and their driver (`cargo xtask fuzz`).
+#[doc(hidden)]
+pub mod fuzz;
 mod hostns;
 mod identity;
 mod kernel;

@@ -52,6 +52,14 @@ enum Task {
     /// A simulated node with a 3-tier app: learn, review the baseline,
     /// monitor, an attack, alerts printed and received over OTLP (root).
     Demo,
+    /// Fuzz the parsers of untrusted files (baseline, agent config,
+    /// inventory) in process, each for a bounded time; crashing inputs go
+    /// to target/fuzz/.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Build and run `eastwatch observe` on this machine (needs root).
     Observe {
         /// Arguments for `eastwatch observe`, after `--`.
@@ -83,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Bench => bench(&root),
         Task::Demo => demo(&root),
+        Task::Fuzz { seconds } => fuzz(&root, seconds),
         Task::Observe { args } => {
             let binary = build_release(&root)?;
             run(Command::new(binary).arg("observe").args(args))
@@ -117,6 +126,25 @@ fn ignore_interrupts() {
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
     }
+}
+
+/// The in-process fuzzer (`agent/examples/fuzz.rs`), `seconds` per
+/// target; fails when an input crashed or hung a parser.
+fn fuzz(root: &Path, seconds: u64) -> anyhow::Result<()> {
+    run(cargo(root)
+        .args([
+            "run",
+            "--release",
+            "--package",
+            "eastwatch",
+            "--example",
+            "fuzz",
+            "--",
+            "--seconds",
+            &seconds.to_string(),
+            "--out",
+        ])
+        .arg(root.join("target/fuzz")))
 }
 
 fn workspace_root() -> PathBuf {
@@ -260,6 +288,10 @@ fn test(root: &Path, filter: Option<&str>, repeat: u32, noise: bool) -> anyhow::
         ])
         .args(&filter))?;
     test_policy_on_stable(root, &filter)?;
+    // A short bounded fuzz pass, so CI runs the targets too.
+    if filter.is_empty() {
+        fuzz(root, 3)?;
+    }
     // End-to-end: one agent at a time, each test with its own cgroups and
     // namespaces, against the release binary, while unrelated traffic runs.
     run(cargo(root).args(["test", "--package", "eastwatch-tests", "--no-run"]))?;
