@@ -57,6 +57,16 @@ pub use self::{
 /// (the host's cgroup namespace, logging, the runtime) and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.watches_traffic() {
+        // Until the loop's handlers are installed (after identity sync and
+        // program load), SIGUSR1's default action would kill the agent:
+        // ignored until then. Installing the handlers replaces this.
+        // SAFETY: setting SIG_IGN has no preconditions; no other thread
+        // runs yet.
+        unsafe {
+            libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+        }
+    }
     // Before the runtime starts threads: namespaces are per thread.
     let cgroup_namespace = cli
         .command

@@ -231,3 +231,68 @@ fn a_baseline_of_200k_edges_is_accepted() {
     let ready = events.of_kind("ready").next().expect("ready");
     assert_eq!(ready["baseline_edges"], 200_000, "{ready}");
 }
+
+/// SIGUSR1 during start-up (identity sync, program load), before the
+/// loop's handlers exist, must not kill the agent: its default action
+/// would. Sent as soon as the agent logs its first line.
+#[test]
+fn sigusr1_during_start_up_does_not_kill_the_agent() {
+    use std::io::BufRead as _;
+    require_root();
+    let dir = TempDir::new("usr1-start");
+    let stderr_path = dir.join("stderr");
+    let out = dir.join("learned.yaml");
+    let mut child = Command::new(agent_binary())
+        .args(["learn", "--out", out.to_str().expect("path")])
+        .env("EASTWATCH_LOG", "info")
+        .env("EASTWATCH_HEALTH_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .expect("spawn learn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // The first log line (the host's cgroup namespace), written in main
+    // before the runtime starts.
+    while std::fs::read_to_string(&stderr_path)
+        .map(|t| t.trim().is_empty())
+        .unwrap_or(true)
+    {
+        assert!(std::time::Instant::now() < deadline, "no log line");
+        assert!(child.try_wait().expect("wait").is_none(), "exited early");
+        std::thread::yield_now();
+    }
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGUSR1) };
+    assert_eq!(sent, 0);
+    let mut ready = false;
+    while let Ok(line) =
+        lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        if line.contains("\"event\":\"ready\"") {
+            ready = true;
+            break;
+        }
+    }
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(
+        ready,
+        "killed before ready ({:?}):\n{stderr}",
+        child.try_wait()
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status}:\n{stderr}");
+}
