@@ -104,7 +104,9 @@ pub struct SocketOwner {
     pub connect_port: u16,
     /// 0 until `connect()` was seen.
     pub connect_family: u8,
-    pub _pad0: u8,
+    /// 1 once this UDP socket sent a datagram to a peer before hearing from
+    /// it: proof, for a local peer's reply check, that the socket asked.
+    pub udp_sent_first: u8,
     /// `FLAG_*` bits that describe the connect address (e.g. v4-mapped).
     pub connect_flags: u16,
     pub _pad1: [u8; 2],
@@ -112,7 +114,8 @@ pub struct SocketOwner {
 
 /// A UDP socket and one peer it exchanged datagrams with. The direction of
 /// the first datagram between them is the flow's; datagrams the other way
-/// are replies and belong to that flow.
+/// are replies and belong to that flow, once the peer is known to have
+/// asked (see `UDP_ANSWERING`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct UdpPeer {
@@ -122,6 +125,13 @@ pub struct UdpPeer {
     pub family: u8,
     pub _pad: [u8; 5],
 }
+
+/// `UDP_PEERS` value: the peer sent first and its datagram was checked to
+/// be a request (a local socket that sent first, or a remote peer on an
+/// ephemeral port): this socket's sends to it are replies. The other
+/// values are `DIRECTION_EGRESS` or `DIRECTION_INGRESS`, whichever came
+/// first.
+pub const UDP_ANSWERING: u32 = 3;
 
 /// `CgroupEvent::kind`: a cgroup directory was created.
 pub const CGROUP_MKDIR: u8 = 1;
@@ -192,6 +202,9 @@ pub mod names {
     pub const CGROUP_ROOT_HIERARCHY_ID_OFFSET: &str = "CGROUP_ROOT_HIERARCHY_ID_OFFSET";
     pub const SOCK_NET_OFFSET: &str = "SOCK_NET_OFFSET";
     pub const NET_INUM_OFFSET: &str = "NET_INUM_OFFSET";
+    /// The host's ephemeral port range (`ip_local_port_range`).
+    pub const EPHEMERAL_PORT_FIRST: &str = "EPHEMERAL_PORT_FIRST";
+    pub const EPHEMERAL_PORT_LAST: &str = "EPHEMERAL_PORT_LAST";
 }
 
 #[cfg(feature = "user")]

@@ -1,20 +1,28 @@
 //! cgroup/connect*, sendmsg* and recvmsg*: process context, so the current
 //! task and cgroup are the socket's user.
 
-use core::ptr::{addr_of, read_volatile};
+use core::{
+    ffi::c_void,
+    ptr::{addr_of, read_volatile},
+};
 
 use aya_ebpf::{
-    EbpfContext,
-    bindings::bpf_sock,
+    EbpfContext, Global,
+    bindings::{
+        BPF_F_CURRENT_NETNS, bpf_sock, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2,
+    },
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid,
-        generated::{bpf_get_current_cgroup_id, bpf_get_socket_cookie},
+        generated::{
+            bpf_get_current_cgroup_id, bpf_get_socket_cookie, bpf_sk_lookup_udp, bpf_sk_release,
+        },
     },
     programs::SockAddrContext,
 };
 use eastwatch_common::{
-    AF_INET, DIRECTION_EGRESS, FLAG_V4_MAPPED, IPPROTO_TCP, IPPROTO_UDP, OUTCOME_DATAGRAM, UdpPeer,
-    counter,
+    AF_INET, DIRECTION_EGRESS, DIRECTION_INGRESS, FLAG_V4_MAPPED, IPPROTO_TCP, IPPROTO_UDP,
+    OUTCOME_DATAGRAM, UDP_ANSWERING, UdpPeer, counter,
 };
 
 use crate::{
@@ -129,9 +137,11 @@ pub fn on_connect(ctx: &SockAddrContext, to: UserAddr) {
 }
 
 /// Whether a datagram between this socket and `peer` answers one that went
-/// the other way first (a DNS response, say).
+/// the other way first (a DNS response, say). Runs for every datagram, not
+/// only for new edges: a second client socket's request folds into the
+/// first one's edge, yet its reply must still be known as one.
 #[inline(always)]
-fn is_reply(ctx: &SockAddrContext, peer: &UserAddr, direction: u8) -> bool {
+fn is_reply(ctx: &SockAddrContext, sk: *mut bpf_sock, peer: &UserAddr, direction: u8) -> bool {
     let key = UdpPeer {
         // SAFETY: sock_addr programs may ask for the socket cookie.
         socket_cookie: unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
@@ -140,16 +150,121 @@ fn is_reply(ctx: &SockAddrContext, peer: &UserAddr, direction: u8) -> bool {
         family: peer.addr.family,
         _pad: [0; 5],
     };
-    match UDP_PEERS.get_ptr(&key) {
-        // SAFETY: a live map value.
-        Some(first) => (unsafe { *first }) != u32::from(direction),
-        None => {
-            // LRU: a full map evicts; a lost insert only means the next
-            // reply counts as a flow of its own.
-            let _ = UDP_PEERS.insert(&key, &u32::from(direction), 0);
-            false
+    let Some(first) = UDP_PEERS.get_ptr_mut(&key) else {
+        // LRU: a full map evicts; a lost insert only means the next
+        // reply counts as a flow of its own.
+        let _ = UDP_PEERS.insert(&key, &u32::from(direction), 0);
+        if direction == DIRECTION_EGRESS {
+            mark_sent_first(sk);
         }
+        return false;
+    };
+    // SAFETY: a live map value.
+    let seen = unsafe { *first };
+    if direction == DIRECTION_INGRESS {
+        return seen == u32::from(DIRECTION_EGRESS);
     }
+    if seen != u32::from(DIRECTION_INGRESS) {
+        return seen == UDP_ANSWERING;
+    }
+    // The peer spoke first. A datagram "from" anyone can be forged with a
+    // raw socket, so it makes our sends replies only if the peer asked for
+    // real; otherwise this socket is the one that initiates.
+    let asked = peer_asked(ctx.as_ptr(), sk, peer);
+    // SAFETY: as above; a race with another CPU writes the same answer.
+    unsafe {
+        *first = if asked {
+            UDP_ANSWERING
+        } else {
+            u32::from(DIRECTION_EGRESS)
+        }
+    };
+    if !asked {
+        mark_sent_first(sk);
+    }
+    asked
+}
+
+/// Notes in the socket's owner stamp that it sent to a peer first.
+#[inline(always)]
+fn mark_sent_first(sk: *mut bpf_sock) {
+    let mut owner = current_owner();
+    owner.udp_sent_first = 1;
+    match SOCKET_OWNERS.get(sk.cast(), Some(&mut owner)) {
+        // SAFETY: `stamp` is this socket's live storage.
+        Some(stamp) => unsafe { (*stamp).udp_sent_first = 1 },
+        None => count(counter::SOCKET_STORAGE_FULL),
+    }
+}
+
+// The host's ephemeral port range, filled by the loader from
+// /proc/sys/net/ipv4/ip_local_port_range.
+#[unsafe(no_mangle)]
+static EPHEMERAL_PORT_FIRST: Global<u32> = Global::new(32768);
+#[unsafe(no_mangle)]
+static EPHEMERAL_PORT_LAST: Global<u32> = Global::new(60999);
+
+/// Whether `peer`, which sent to this socket first, was asking: if a socket
+/// of this network namespace owns the peer's address and port, it must have
+/// sent to someone first (the kernel saw it, so it cannot be forged); a peer
+/// elsewhere must use an ephemeral port, as clients do (a spoofed datagram
+/// "from" a service port no longer hides sends to that service). A function
+/// of its own: the lookup's tuple is not the hook's stack.
+#[inline(never)]
+fn peer_asked(ctx: *mut c_void, sk: *mut bpf_sock, peer: &UserAddr) -> bool {
+    let (local, local_port) = local_end(sk);
+    // The address the peer's datagram went to: our bound one, or for a
+    // wildcard socket the peer's own (a local peer talks over its own
+    // addresses).
+    let ours = if local.family == peer.addr.family && local.words != [0; 4] {
+        local.words
+    } else {
+        peer.addr.words
+    };
+    let mut tuple = bpf_sock_tuple {
+        __bindgen_anon_1: bpf_sock_tuple__bindgen_ty_1 {
+            ipv6: bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2 {
+                saddr: ours,
+                daddr: peer.addr.words,
+                sport: local_port.to_be(),
+                dport: peer.port.to_be(),
+            },
+        },
+    };
+    let size = if peer.addr.family == AF_INET {
+        // The v4 member overlays the start of the v6 one.
+        tuple.__bindgen_anon_1.ipv4 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
+            saddr: ours[0],
+            daddr: peer.addr.words[0],
+            sport: local_port.to_be(),
+            dport: peer.port.to_be(),
+        };
+        size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>()
+    } else {
+        size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2>()
+    };
+    // SAFETY: `tuple` is on our stack and `size` matches its family;
+    // a found socket is released below.
+    let found = unsafe {
+        bpf_sk_lookup_udp(
+            ctx,
+            &raw mut tuple,
+            size as u32,
+            BPF_F_CURRENT_NETNS as u64,
+            0,
+        )
+    };
+    if found.is_null() {
+        let port = u32::from(peer.port);
+        return port >= EPHEMERAL_PORT_FIRST.load() && port <= EPHEMERAL_PORT_LAST.load();
+    }
+    // SAFETY: storage pointers stay valid for the program's run.
+    let asked = SOCKET_OWNERS
+        .get(found.cast(), None)
+        .is_some_and(|stamp| unsafe { (*stamp).udp_sent_first } != 0);
+    // SAFETY: `found` came from the lookup and is released once.
+    unsafe { bpf_sk_release(found.cast()) };
+    asked
 }
 
 /// A UDP datagram to (egress) or from (ingress) `peer`.
@@ -158,9 +273,12 @@ pub fn on_datagram(ctx: &SockAddrContext, peer: UserAddr, direction: u8) {
     if protocol(ctx) != u32::from(IPPROTO_UDP) {
         return;
     }
+    let sk = socket(ctx);
+    if is_reply(ctx, sk, &peer, direction) {
+        return;
+    }
     // SAFETY: process context: the current cgroup is the socket's user.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let sk = socket(ctx);
     let service_port = if direction == DIRECTION_EGRESS {
         peer.port
     } else {
@@ -177,12 +295,7 @@ pub fn on_datagram(ctx: &SockAddrContext, peer: UserAddr, direction: u8) {
             direction,
             outcome: OUTCOME_DATAGRAM,
         },
-        // A known edge is never a reply (replies are not recorded), so the
-        // reply check only runs for new ones.
         || {
-            if is_reply(ctx, &peer, direction) {
-                return None;
-            }
             let (local, local_port) = local_end(sk);
             // The task's pid and comm only (not a whole owner stamp): this
             // closure's stack adds to the hook's, and 512 bytes is all.

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod btf;
 pub mod counters;
 pub mod decode;
+pub mod ports;
 
 use std::{fs::File, path::Path};
 
@@ -121,6 +122,7 @@ impl KernelProbe {
         let btf = KernelBtf::from_sys_fs()?;
         let offsets = CgroupOffsets::resolve(&btf)?;
         let netns = NetnsOffsets::resolve(&btf)?;
+        let ephemeral = ports::EphemeralPorts::of_host();
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::FLOW_EVENTS, config.ring_buffer_bytes)
             .map_max_entries(names::FLOWS, config.flow_map_entries)
@@ -134,6 +136,8 @@ impl KernelProbe {
             )
             .override_global(names::SOCK_NET_OFFSET, &netns.sock_net, true)
             .override_global(names::NET_INUM_OFFSET, &netns.net_inum, true)
+            .override_global(names::EPHEMERAL_PORT_FIRST, &ephemeral.first, true)
+            .override_global(names::EPHEMERAL_PORT_LAST, &ephemeral.last, true)
             .load(OBJECT)?;
 
         let root = File::open(cgroup_root).map_err(|source| KernelError::CgroupRoot {
