@@ -469,17 +469,29 @@ impl IdentityResolver {
             };
         }
         let now = SystemTime::now();
-        match self.with_cluster(&REMOTE_KINDS, |state| state.remote(ip, at, now)) {
+        let port = flow.remote.port();
+        match self.with_cluster(&REMOTE_KINDS, |state| state.remote(ip, port, at, now)) {
             Some(Ok(Some(found))) => match found {
                 RemoteMatch::Pod(pod) => self.pod_end(&pod),
                 RemoteMatch::Node(name) => self.node_end(&name),
-                RemoteMatch::Service { service, backends } => self.service_end(
-                    ServiceRef {
+                RemoteMatch::Service {
+                    service,
+                    backends,
+                    target_port,
+                } => {
+                    let service = ServiceRef {
                         namespace: service.namespace.to_string(),
                         name: service.name.to_string(),
-                    },
-                    backends,
-                ),
+                    };
+                    // Only a dialled Service (egress) leads somewhere else.
+                    let target_port = target_port.filter(|_| {
+                        flow.key.direction == eastwatch_policy::flow::Direction::Egress
+                    });
+                    ResolvedEnd {
+                        target_port,
+                        ..self.service_end(service, backends)
+                    }
+                }
             },
             other => {
                 let why = match other {

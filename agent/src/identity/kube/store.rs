@@ -74,6 +74,16 @@ pub struct ServiceRecord {
     pub key: ObjectKey,
     /// ClusterIPs, external IPs and load-balancer addresses.
     pub ips: Box<[IpAddr]>,
+    /// Each port: its name, number and numeric `targetPort` (a named one
+    /// is found in the EndpointSlices by the port's name).
+    pub ports: Box<[ServicePort]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    pub name: Option<Box<str>>,
+    pub port: u16,
+    pub target: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +93,8 @@ pub struct SliceRecord {
     pub service: Option<ObjectKey>,
     /// Addresses of endpoints that are not explicitly unready.
     pub addresses: Box<[IpAddr]>,
+    /// Ports by the Service port's name: the backends' actual port.
+    pub ports: Box<[(Option<Box<str>>, u16)]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +240,8 @@ pub enum RemoteMatch {
     Service {
         service: ObjectKey,
         backends: Vec<(Identity, Option<Arc<PodRecord>>)>,
+        /// The backends' port for the dialled port, when known.
+        target_port: Option<u16>,
     },
     Node(Arc<str>),
 }
@@ -633,13 +647,21 @@ impl ClusterState {
             .or_else(|| ended.iter().rev().find(remembered).map(|b| &b.pod))
     }
 
-    /// A Service's ClusterIP, a pod's or a node's address, as it was at
-    /// `at` (see [`ClusterState::pod_at`]), looked up at `now`.
-    pub fn remote(&self, ip: IpAddr, at: SystemTime, now: SystemTime) -> Option<RemoteMatch> {
+    /// A Service's ClusterIP (dialled on `port`), a pod's or a node's
+    /// address, as it was at `at` (see [`ClusterState::pod_at`]), looked
+    /// up at `now`.
+    pub fn remote(
+        &self,
+        ip: IpAddr,
+        port: u16,
+        at: SystemTime,
+        now: SystemTime,
+    ) -> Option<RemoteMatch> {
         if let Some(key) = self.service_by_ip.get(&ip) {
             return Some(RemoteMatch::Service {
                 service: key.clone(),
                 backends: self.backends(key),
+                target_port: self.target_port(key, port),
             });
         }
         if let Some(pod) = self.pod_at(ip, at, now) {
@@ -648,6 +670,23 @@ impl ClusterState {
         self.node_by_ip
             .get(&ip)
             .map(|name| RemoteMatch::Node(name.clone()))
+    }
+
+    /// The backends' port that `port` of Service `key` leads to: the
+    /// EndpointSlices' port of the same name, else a numeric `targetPort`.
+    fn target_port(&self, key: &ObjectKey, port: u16) -> Option<u16> {
+        let service = self.services.get(key)?;
+        let declared = service.ports.iter().find(|p| p.port == port)?;
+        let sliced = self
+            .slices_by_service
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|slice| self.slices.get(slice))
+            .flat_map(|slice| slice.ports.iter())
+            .find(|(name, _)| *name == declared.name)
+            .map(|(_, port)| *port);
+        sliced.or(declared.target)
     }
 
     /// A Service's backends, one per distinct identity.
@@ -729,6 +768,7 @@ mod tests {
             key: key(name),
             service: Some(key(service)),
             addresses: ips.iter().map(|ip| ip.parse().expect("ip")).collect(),
+            ports: Box::new([(Some("http".into()), 8080)]),
         })
     }
 
@@ -796,6 +836,11 @@ mod tests {
             Record::Service(ServiceRecord {
                 key: key("api"),
                 ips: Box::new(["10.96.0.1".parse().expect("ip")]),
+                ports: Box::new([ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    target: None,
+                }]),
             }),
             now,
         );
@@ -809,12 +854,16 @@ mod tests {
             slice("api-2", "api", &["10.0.0.2", "192.0.2.9"]),
             now,
         );
-        let Some(RemoteMatch::Service { service, backends }) =
-            state.remote("10.96.0.1".parse().expect("ip"), now, now)
+        let Some(RemoteMatch::Service {
+            service,
+            backends,
+            target_port,
+        }) = state.remote("10.96.0.1".parse().expect("ip"), 80, now, now)
         else {
             panic!("not a service");
         };
         assert_eq!(service, key("api"));
+        assert_eq!(target_port, Some(8080), "by the port's name");
         let ids: Vec<String> = backends.iter().map(|(i, _)| i.canonical()).collect();
         assert_eq!(
             ids,
@@ -843,7 +892,7 @@ mod tests {
             now,
         );
         let Some(RemoteMatch::Service { backends, .. }) =
-            state.remote("10.96.0.1".parse().expect("ip"), now, now)
+            state.remote("10.96.0.1".parse().expect("ip"), 80, now, now)
         else {
             panic!("not a service");
         };
