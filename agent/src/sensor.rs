@@ -511,7 +511,8 @@ impl Sensor {
                 self.stats.decode_errors += 1;
                 continue;
             };
-            if self.tracker.observe_count(key, stats.count, now) {
+            let last_seen = self.clock.wall(stats.last_seen_ns);
+            if self.tracker.observe_count(key, stats.count, last_seen, now) {
                 missing.insert(key, stats);
             }
         }

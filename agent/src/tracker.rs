@@ -7,7 +7,7 @@
 //! and an LRU-evicted edge comes back as a fresh kernel entry counting from
 //! one again.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 // Keys carry attacker-chosen addresses and ports: a seeded hasher, but a
 // fast one; this table is walked for every entry of the kernel's table.
@@ -24,6 +24,9 @@ struct Tracked {
     kernel: Vec<(FlowKey, u64)>,
     reported: u64,
     last_change: Instant,
+    /// The latest occurrence's time, as the kernel stamped it: what a
+    /// count update is resolved at (identities as of the flow's time).
+    last_seen: SystemTime,
 }
 
 impl Tracked {
@@ -49,6 +52,8 @@ impl Tracked {
 pub struct CountUpdate {
     pub flow: Flow,
     pub delta: u64,
+    /// When the latest of these occurrences happened (the kernel's time).
+    pub last_seen: SystemTime,
 }
 
 pub struct FlowTracker {
@@ -104,10 +109,12 @@ impl FlowTracker {
                     None => tracked.retired += flow.count,
                 }
                 tracked.last_change = now;
+                tracked.last_seen = tracked.last_seen.max(flow.first_seen);
                 Admission::Known
             }
             None => {
                 let mut tracked = Tracked {
+                    last_seen: flow.first_seen,
                     flow,
                     retired: 0,
                     kernel: Vec::new(),
@@ -127,9 +134,16 @@ impl FlowTracker {
         }
     }
 
-    /// Records the kernel's count for a key. Returns true when the key has
-    /// no flow yet: its event is lost or still in flight.
-    pub fn observe_count(&mut self, kernel_key: FlowKey, count: u64, now: Instant) -> bool {
+    /// Records the kernel's count for a key and its latest occurrence's
+    /// time. Returns true when the key has no flow yet: its event is lost
+    /// or still in flight.
+    pub fn observe_count(
+        &mut self,
+        kernel_key: FlowKey,
+        count: u64,
+        last_seen: SystemTime,
+        now: Instant,
+    ) -> bool {
         let Some(logical) = self.logical_of.get(&kernel_key) else {
             return true;
         };
@@ -144,6 +158,7 @@ impl FlowTracker {
         }
         if count != before {
             tracked.last_change = now;
+            tracked.last_seen = tracked.last_seen.max(last_seen);
         }
         false
     }
@@ -179,6 +194,7 @@ impl FlowTracker {
                 updates.push(CountUpdate {
                     flow: tracked.flow.clone(),
                     delta,
+                    last_seen: tracked.last_seen,
                 });
             }
         }
@@ -238,7 +254,7 @@ mod tests {
             tracker.admit(Some(key(7)), flow(key(7), 1), now),
             Admission::New(f) if f.count == 1
         ));
-        assert!(!tracker.observe_count(key(7), 1000, now));
+        assert!(!tracker.observe_count(key(7), 1000, SystemTime::UNIX_EPOCH, now));
         let updates = tracker.take_updates();
         assert_eq!(updates.len(), 1);
         assert_eq!((updates[0].flow.count, updates[0].delta), (1000, 999));
@@ -246,17 +262,39 @@ mod tests {
     }
 
     #[test]
+    fn an_update_carries_its_latest_occurrence_time() {
+        let now = Instant::now();
+        let mut tracker = FlowTracker::default();
+        let first = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        tracker.admit(
+            Some(key(7)),
+            Flow {
+                first_seen: first,
+                ..flow(key(7), 1)
+            },
+            now,
+        );
+        let later = first + Duration::from_secs(3);
+        tracker.observe_count(key(7), 4, later, now);
+        // An unchanged count does not move it.
+        let updates = tracker.take_updates();
+        assert_eq!(updates[0].last_seen, later);
+        tracker.observe_count(key(7), 4, later + Duration::from_secs(9), now);
+        assert!(tracker.take_updates().is_empty());
+    }
+
+    #[test]
     fn an_evicted_entry_keeps_its_count() {
         let now = Instant::now();
         let mut tracker = FlowTracker::default();
         tracker.admit(Some(key(7)), flow(key(7), 1), now);
-        tracker.observe_count(key(7), 10, now);
+        tracker.observe_count(key(7), 10, SystemTime::UNIX_EPOCH, now);
         // Evicted, then new again.
         assert_eq!(
             tracker.admit(Some(key(7)), flow(key(7), 1), now),
             Admission::Known
         );
-        tracker.observe_count(key(7), 5, now);
+        tracker.observe_count(key(7), 5, SystemTime::UNIX_EPOCH, now);
         assert_eq!(tracker.take_updates()[0].flow.count, 15);
     }
 
@@ -273,7 +311,7 @@ mod tests {
             tracker.admit(Some(unattributed), flow(key(7), 1), now),
             Admission::Known
         );
-        tracker.observe_count(unattributed, 3, now);
+        tracker.observe_count(unattributed, 3, SystemTime::UNIX_EPOCH, now);
         assert_eq!(tracker.take_updates()[0].flow.count, 5);
         assert_eq!(tracker.len(), 1);
     }
@@ -281,7 +319,7 @@ mod tests {
     #[test]
     fn a_key_is_lost_only_when_missing_twice() {
         let mut tracker = FlowTracker::default();
-        assert!(tracker.observe_count(key(9), 4, Instant::now()));
+        assert!(tracker.observe_count(key(9), 4, SystemTime::UNIX_EPOCH, Instant::now()));
         assert!(
             tracker.confirm_lost([key(9)]).is_empty(),
             "may be in flight"
@@ -305,6 +343,9 @@ mod tests {
         );
         assert_eq!(tracker.prune(start + Duration::from_secs(5)), 1);
         assert_eq!(tracker.len(), 1);
-        assert!(tracker.observe_count(key(1), 3, start), "forgotten");
+        assert!(
+            tracker.observe_count(key(1), 3, SystemTime::UNIX_EPOCH, start),
+            "forgotten"
+        );
     }
 }

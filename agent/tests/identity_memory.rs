@@ -88,7 +88,7 @@ fn add_pods(state: &mut ClusterState) {
                 format!("service-{d:03}"),
             )
             .expect("record");
-            state.apply(ResourceKind::Pods, Record::Pod(record));
+            state.apply(ResourceKind::Pods, Record::Pod(record), SystemTime::now());
         }
     }
 }
@@ -110,6 +110,7 @@ fn add_services_and_nodes(state: &mut ClusterState) {
         state.apply(
             ResourceKind::Services,
             Record::Service(convert::service_record(&service).expect("record")),
+            SystemTime::now(),
         );
         let endpoints: Vec<(String, String, String)> = (0..REPLICAS)
             .map(|r| {
@@ -131,6 +132,7 @@ fn add_services_and_nodes(state: &mut ClusterState) {
         state.apply(
             ResourceKind::EndpointSlices,
             Record::Slice(convert::slice_record(&slice).expect("record")),
+            SystemTime::now(),
         );
     }
     for n in 0..10 {
@@ -142,6 +144,7 @@ fn add_services_and_nodes(state: &mut ClusterState) {
         state.apply(
             ResourceKind::Nodes,
             Record::Node(convert::node_record(&node)),
+            SystemTime::now(),
         );
     }
 }

@@ -375,7 +375,14 @@ async fn both_ends_of_pod_service_node_and_external_flows() {
 async fn follows_added_modified_deleted_bookmarks_and_relists_after_410() {
     let setup = Setup::new();
     cluster(&setup.api);
-    let resolver = IdentityResolver::start(&setup.args()).await.expect("start");
+    let resolver = IdentityResolver::start(&IdentityArgs {
+        // Departed pods forgotten at once, so each change shows as it is
+        // (the grace period is tested in the store and end to end).
+        departed_grace: Duration::ZERO,
+        ..setup.args()
+    })
+    .await
+    .expect("start");
     synced(&resolver).await;
 
     // ADDED: a CronJob's Job's pod, on this node.

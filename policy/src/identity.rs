@@ -240,6 +240,11 @@ pub struct ResolvedEnd {
     /// backend workload.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceRef>,
+    /// The backend's port the Service's dialled port leads to (its
+    /// `targetPort`, as the EndpointSlices give it): the server's port, so
+    /// one connection is one edge whichever end saw it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -261,6 +266,7 @@ impl ResolvedEnd {
             identity,
             unresolved: None,
             service: None,
+            target_port: None,
             pod: None,
             container_id: None,
             spiffe_id: None,

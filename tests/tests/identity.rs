@@ -237,3 +237,81 @@ fn without_kubernetes_a_pod_cgroup_says_why_it_is_unknown() {
         format!("external:{}", PodNetwork::NOBODY_IP)
     );
 }
+
+#[test]
+fn a_service_edge_is_learned_once_on_the_servers_port() {
+    eastwatch_tests::require_root();
+    let net = PodNetwork::new(80, 8080);
+    let (frontend_uid, api_uid) = (pod_uid("frontend"), pod_uid("api"));
+    let frontend = PodCgroup::burstable(&frontend_uid, &container_id("fe"));
+    let api_pod = PodCgroup::burstable(&api_uid, &container_id("api"));
+    let kube = FakeApi::start();
+    describe_shop(&kube, &frontend_uid, &api_uid, NODE);
+    let dir = eastwatch_tests::TempDir::new("eastwatch-e2e-service-edge");
+    let kubeconfig = kube.write_kubeconfig(dir.path(), "e2e");
+    let learned = dir.join("learned.yaml");
+    let mut learner = Agent::spawn(&[
+        "learn",
+        "--out",
+        learned.to_str().expect("utf-8 path"),
+        "--kubeconfig",
+        kubeconfig.to_str().expect("utf-8 path"),
+        "--node-name",
+        NODE,
+        "--count-interval",
+        "200ms",
+    ]);
+    let mut server = Peer::spawn(
+        api_pod.cgroup(),
+        Some(&net.server),
+        &[
+            "tcp-serve",
+            "--listen",
+            &format!("{}:8080", PodNetwork::SERVER_IP),
+            "--count",
+            "1",
+        ],
+    );
+    server.ready();
+    // Through the ClusterIP: the client dials 80, the server sees 8080.
+    Peer::spawn(
+        frontend.cgroup(),
+        Some(&net.client),
+        &[
+            "tcp-connect",
+            "--to",
+            &format!("{}:80", PodNetwork::CLUSTER_IP),
+        ],
+    )
+    .finish();
+    server.finish();
+    let (from, to) = (
+        "workload:shop/deployment/frontend",
+        "workload:shop/deployment/api",
+    );
+    assert!(
+        learner
+            .wait_for(Duration::from_secs(30), |e| e["event"] == "learned"
+                && e["from"] == from
+                && e["to"] == to)
+            .is_some(),
+        "never learned frontend -> api:\n{}",
+        learner.stderr_text()
+    );
+    let events = learner.stop();
+    let ports: Vec<u64> = events
+        .of_kind("learned")
+        .filter(|e| e["from"] == from && e["to"] == to)
+        .filter_map(|e| e["port"].as_u64())
+        .collect();
+    assert_eq!(
+        ports,
+        [8080],
+        "one connection, one edge on the server's port"
+    );
+    let text = std::fs::read_to_string(&learned).expect("learned baseline");
+    assert!(
+        text.contains("8080/tcp") && !text.contains("- 80/tcp"),
+        "{text}"
+    );
+}

@@ -35,6 +35,11 @@ pub struct IdentityArgs {
     /// are not learned or alerted as `unknown`.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, value_name = "D")]
     pub identity_sync_timeout: Duration,
+    /// How long deleted pods, and the addresses they held, stay known, so
+    /// flows counted after a pod's DELETED are judged as the pod's (at
+    /// least as long as removed cgroups keep their names: 10 minutes).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, value_name = "D")]
+    pub departed_grace: Duration,
 }
 
 impl Default for IdentityArgs {
@@ -48,6 +53,7 @@ impl Default for IdentityArgs {
             trust_domain: "cluster.local".into(),
             inventory: None,
             identity_sync_timeout: Duration::from_secs(15),
+            departed_grace: super::kube::store::DEPARTED_GRACE,
         }
     }
 }

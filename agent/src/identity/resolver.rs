@@ -100,6 +100,7 @@ impl IdentityResolver {
                         KubeOptions {
                             cluster: cluster.clone(),
                             node_name: args.node_name.clone(),
+                            departed_grace: args.departed_grace,
                         },
                     );
                     Kube::On { source, watches }
@@ -257,11 +258,17 @@ pub struct ResourceStatus {
 }
 
 impl IdentityResolver {
-    /// Both ends of `flow`: lookups only (the sources update in the
-    /// background).
+    /// Both ends of `flow` as they are now.
     pub fn resolve(&self, flow: Flow) -> ResolvedFlow {
+        self.resolve_at(flow, SystemTime::now())
+    }
+
+    /// Both ends of `flow` as of `at`, the flow's time (its first
+    /// occurrence for a new flow, its latest for a count update): lookups
+    /// only (the sources update in the background).
+    pub fn resolve_at(&self, flow: Flow, at: SystemTime) -> ResolvedFlow {
         let local = self.local(&flow);
-        let remote = self.remote(&flow, &local);
+        let remote = self.remote(&flow, &local, at);
         ResolvedFlow {
             flow,
             local,
@@ -348,7 +355,9 @@ impl IdentityResolver {
     /// why (the cgroup `removed`: the pod was deleted).
     fn local_pod(&self, uid: &str, container_id: Option<String>, removed: bool) -> ResolvedEnd {
         let found = self.with_cluster(self.local_pod_kinds(), |state| {
-            state.pod_by_uid(uid).map(|p| self.pod_end(p))
+            state
+                .pod_by_uid(uid, SystemTime::now())
+                .map(|p| self.pod_end(p))
         });
         let why = match found {
             Some(Ok(Some(end))) => {
@@ -430,7 +439,7 @@ impl IdentityResolver {
         })
     }
 
-    fn remote(&self, flow: &Flow, local: &ResolvedEnd) -> ResolvedEnd {
+    fn remote(&self, flow: &Flow, local: &ResolvedEnd, at: SystemTime) -> ResolvedEnd {
         let ip = flow.remote.ip().to_canonical();
         if ip.is_loopback() {
             let in_pod_netns = self
@@ -459,17 +468,30 @@ impl IdentityResolver {
                 }
             };
         }
-        match self.with_cluster(&REMOTE_KINDS, |state| state.remote(ip)) {
+        let now = SystemTime::now();
+        let port = flow.remote.port();
+        match self.with_cluster(&REMOTE_KINDS, |state| state.remote(ip, port, at, now)) {
             Some(Ok(Some(found))) => match found {
                 RemoteMatch::Pod(pod) => self.pod_end(&pod),
                 RemoteMatch::Node(name) => self.node_end(&name),
-                RemoteMatch::Service { service, backends } => self.service_end(
-                    ServiceRef {
+                RemoteMatch::Service {
+                    service,
+                    backends,
+                    target_port,
+                } => {
+                    let service = ServiceRef {
                         namespace: service.namespace.to_string(),
                         name: service.name.to_string(),
-                    },
-                    backends,
-                ),
+                    };
+                    // Only a dialled Service (egress) leads somewhere else.
+                    let target_port = target_port.filter(|_| {
+                        flow.key.direction == eastwatch_policy::flow::Direction::Egress
+                    });
+                    ResolvedEnd {
+                        target_port,
+                        ..self.service_end(service, backends)
+                    }
+                }
             },
             other => {
                 let why = match other {

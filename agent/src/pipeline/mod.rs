@@ -58,9 +58,14 @@ pub enum Resolved {
 impl Resolved {
     fn of(observation: Observation, resolver: &IdentityResolver) -> Self {
         match observation {
-            Observation::Flow(flow) => Self::New(resolver.resolve(flow)),
+            Observation::Flow(flow) => {
+                let at = flow.first_seen;
+                Self::New(resolver.resolve_at(flow, at))
+            }
+            // As of the latest occurrence: a pod deleted since is still
+            // the pod, an address reused since is not the new pod's.
             Observation::Count(update) => Self::More {
-                flow: resolver.resolve(update.flow),
+                flow: resolver.resolve_at(update.flow, update.last_seen),
                 delta: update.delta,
             },
             Observation::Loss(report) => Self::Loss(report),

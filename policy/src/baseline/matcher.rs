@@ -26,13 +26,16 @@ pub struct ObservedEdge {
 }
 
 impl ObservedEdge {
-    /// From the client to the server: both observations of one
-    /// connection give the same edge.
+    /// From the client to the server on the server's port: both
+    /// observations of one connection give the same edge, through a
+    /// Service too (the client dials its port, the server sees the target
+    /// port).
     pub fn of(flow: &ResolvedFlow) -> Self {
+        let server = flow.server().end;
         Self {
             from: flow.client().end.identity.clone(),
-            to: flow.server().end.identity.clone(),
-            port: flow.flow.key.service_port,
+            to: server.identity.clone(),
+            port: server.target_port.unwrap_or(flow.flow.key.service_port),
             transport: flow.flow.key.transport,
         }
     }

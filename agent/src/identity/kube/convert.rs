@@ -8,7 +8,9 @@ use k8s_openapi::api::{
 };
 use kube::ResourceExt;
 
-use super::store::{NodeRecord, ObjectKey, PodRecord, ServiceRecord, SliceRecord};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::store::{NodeRecord, ObjectKey, PodRecord, ServicePort, ServiceRecord, SliceRecord};
 use eastwatch_policy::identity::{Workload, WorkloadKind};
 
 /// Labels that differ between pods of one workload (or between runs of a
@@ -104,6 +106,23 @@ pub fn service_record(service: &Service) -> Option<ServiceRecord> {
                 .chain(balancers)
                 .map(String::as_str),
         ),
+        ports: spec
+            .into_iter()
+            .flat_map(|s| s.ports.iter().flatten())
+            .filter_map(|p| {
+                Some(ServicePort {
+                    name: p.name.as_deref().filter(|n| !n.is_empty()).map(Into::into),
+                    port: u16::try_from(p.port).ok()?,
+                    // A named targetPort is the slices' to tell; absent,
+                    // it is the port itself.
+                    target: match &p.target_port {
+                        Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
+                        Some(IntOrString::String(_)) => None,
+                        None => u16::try_from(p.port).ok(),
+                    },
+                })
+            })
+            .collect(),
     })
 }
 
@@ -130,6 +149,17 @@ pub fn slice_record(slice: &EndpointSlice) -> Option<SliceRecord> {
         },
         service,
         addresses: parse_ips(addresses),
+        ports: slice
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                let port = u16::try_from(p.port?).ok()?;
+                // An unnamed port is "" in slices, absent in Services.
+                let name = p.name.as_deref().filter(|n| !n.is_empty());
+                Some((name.map(Into::into), port))
+            })
+            .collect(),
     })
 }
 

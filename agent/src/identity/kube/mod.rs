@@ -49,6 +49,8 @@ pub struct KubeOptions {
     pub cluster: String,
     /// This node: its pods are watched with a field selector.
     pub node_name: Option<String>,
+    /// How long deleted pods and the addresses they held stay known.
+    pub departed_grace: std::time::Duration,
 }
 
 /// Running watches and what they reflect; dropping it stops them.
@@ -62,7 +64,7 @@ impl KubeSource {
     /// Starts the watches (on the current tokio runtime).
     pub fn start(client: Client, options: KubeOptions) -> Self {
         let mut source = Self {
-            state: Arc::new(RwLock::new(ClusterState::default())),
+            state: Arc::new(RwLock::new(ClusterState::new(options.departed_grace))),
             kinds: Vec::new(),
             tasks: Vec::new(),
         };
@@ -193,8 +195,10 @@ async fn reflect<K, F, Fut>(
                 write(&state).replace(kind, records, SystemTime::now());
             }
             Ok(watcher::Event::Apply(object)) => {
+                let name = object_name(&object);
                 if let Some(record) = convert(object).await {
-                    write(&state).apply(kind, record);
+                    write(&state).apply(kind, record, SystemTime::now());
+                    debug!("watch {}: applied {name}", kind.as_str());
                 }
             }
             Ok(watcher::Event::Delete(object)) => {
@@ -203,7 +207,8 @@ async fn reflect<K, F, Fut>(
                     namespace: object.namespace(),
                     name: object.name_any(),
                 };
-                write(&state).delete(kind, &key);
+                write(&state).delete(kind, &key, SystemTime::now());
+                debug!("watch {}: deleted {}", kind.as_str(), object_name(&object));
             }
             Err(err) => {
                 let error = error_chain(&err);
@@ -211,6 +216,14 @@ async fn reflect<K, F, Fut>(
                 write(&state).failed(kind, error, SystemTime::now());
             }
         }
+    }
+}
+
+/// `namespace/name`, or `name` for cluster-scoped objects.
+fn object_name<K: Resource>(object: &K) -> String {
+    match object.namespace() {
+        Some(namespace) => format!("{namespace}/{}", object.name_any()),
+        None => object.name_any(),
     }
 }
 

@@ -74,6 +74,16 @@ pub struct ServiceRecord {
     pub key: ObjectKey,
     /// ClusterIPs, external IPs and load-balancer addresses.
     pub ips: Box<[IpAddr]>,
+    /// Each port: its name, number and numeric `targetPort` (a named one
+    /// is found in the EndpointSlices by the port's name).
+    pub ports: Box<[ServicePort]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    pub name: Option<Box<str>>,
+    pub port: u16,
+    pub target: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +93,8 @@ pub struct SliceRecord {
     pub service: Option<ObjectKey>,
     /// Addresses of endpoints that are not explicitly unready.
     pub addresses: Box<[IpAddr]>,
+    /// Ports by the Service port's name: the backends' actual port.
+    pub ports: Box<[(Option<Box<str>>, u16)]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,12 +188,37 @@ impl SyncStatus {
     }
 }
 
+/// An address a pod held and has left, from and until when (as the
+/// agent learned it).
+#[derive(Debug, Clone)]
+struct Binding {
+    pod: Arc<PodRecord>,
+    since: SystemTime,
+    until: SystemTime,
+}
+
+/// How long departed pods and the addresses they held stay known by
+/// default: as long as removed cgroups keep their names.
+pub const DEPARTED_GRACE: Duration = Duration::from_secs(600);
+
 /// The cluster as far as eastwatch knows it.
+///
+/// Flows are resolved as of their own time, which may be before a change
+/// the agent already applied: deleted pods stay known by UID for
+/// `grace`, and each address keeps the pods that held it (time-indexed),
+/// so a pod's last connections, counted after its DELETED, still name it,
+/// and an address a new pod reuses does not lend it the old pod's flows.
 #[derive(Debug, Default)]
 pub struct ClusterState {
     local_pods: HashMap<Arc<str>, Arc<PodRecord>>,
     pods: HashMap<Arc<str>, Arc<PodRecord>>,
-    pod_by_ip: HashMap<IpAddr, Arc<str>>,
+    /// Who holds an address now, and since when.
+    pod_by_ip: HashMap<IpAddr, (Arc<str>, SystemTime)>,
+    /// Who held an address before, oldest first.
+    ended: HashMap<IpAddr, Vec<Binding>>,
+    /// Deleted pods by UID, and when they went.
+    departed: HashMap<Arc<str>, (Arc<PodRecord>, SystemTime)>,
+    grace: Duration,
     services: HashMap<ObjectKey, ServiceRecord>,
     service_by_ip: HashMap<IpAddr, ObjectKey>,
     slices: HashMap<ObjectKey, SliceRecord>,
@@ -203,11 +240,21 @@ pub enum RemoteMatch {
     Service {
         service: ObjectKey,
         backends: Vec<(Identity, Option<Arc<PodRecord>>)>,
+        /// The backends' port for the dialled port, when known.
+        target_port: Option<u16>,
     },
     Node(Arc<str>),
 }
 
 impl ClusterState {
+    /// An empty state keeping departed pods for `grace`.
+    pub fn new(grace: Duration) -> Self {
+        Self {
+            grace,
+            ..Self::default()
+        }
+    }
+
     pub fn started(&mut self, kind: ResourceKind, now: SystemTime) {
         self.sync.entry(kind).or_default().started = Some(now);
     }
@@ -273,24 +320,43 @@ impl ClusterState {
         self.changes_since_sweep = 0;
     }
 
-    fn changed(&mut self) {
+    fn changed(&mut self, now: SystemTime) {
         self.changes_since_sweep += 1;
         if self.changes_since_sweep > 1024 {
+            self.forget_departed(now);
             self.sweep();
         }
     }
 
-    /// An added or modified object.
-    pub fn apply(&mut self, kind: ResourceKind, record: Record) {
+    /// Still within the grace period after `until`.
+    fn remembered(&self, until: SystemTime, now: SystemTime) -> bool {
+        until
+            .checked_add(self.grace)
+            .is_none_or(|expires| now < expires)
+    }
+
+    /// Drops departed pods and ended bindings past the grace period.
+    fn forget_departed(&mut self, now: SystemTime) {
+        let grace = self.grace;
+        let keep = |until: SystemTime| until.checked_add(grace).is_none_or(|e| now < e);
+        self.departed.retain(|_, (_, at)| keep(*at));
+        self.ended.retain(|_, bindings| {
+            bindings.retain(|b| keep(b.until));
+            !bindings.is_empty()
+        });
+    }
+
+    /// An added or modified object, applied at `now`.
+    pub fn apply(&mut self, kind: ResourceKind, record: Record, now: SystemTime) {
         self.succeeded(kind);
         match record {
             Record::Pod(pod) => {
                 let pod = self.intern_pod(pod);
+                self.departed.remove(&pod.uid);
                 if kind == ResourceKind::LocalPods {
                     self.local_pods.insert(pod.uid.clone(), pod);
                 } else {
-                    self.unindex_pod(&pod.uid);
-                    self.index_pod(&pod);
+                    self.rebind(&pod, now);
                     self.pods.insert(pod.uid.clone(), pod);
                 }
             }
@@ -332,11 +398,12 @@ impl ClusterState {
                 self.nodes.insert(node.name.clone(), node);
             }
         }
-        self.changed();
+        self.changed(now);
     }
 
-    /// A deleted object.
-    pub fn delete(&mut self, kind: ResourceKind, key: &DeletedKey) {
+    /// A deleted object, deleted at `now`: a pod stays known by UID, and
+    /// as its addresses' holder until now, for the grace period.
+    pub fn delete(&mut self, kind: ResourceKind, key: &DeletedKey, now: SystemTime) {
         self.succeeded(kind);
         let object_key = || ObjectKey {
             namespace: key.namespace.as_deref().unwrap_or_default().into(),
@@ -344,30 +411,39 @@ impl ClusterState {
         };
         match kind {
             ResourceKind::LocalPods => {
-                if let Some(uid) = &key.uid {
-                    self.local_pods.remove(uid.as_str());
+                if let Some(pod) = key
+                    .uid
+                    .as_ref()
+                    .and_then(|u| self.local_pods.remove(u.as_str()))
+                {
+                    self.depart(pod, now);
                 }
             }
             ResourceKind::Pods => {
                 if let Some(uid) = &key.uid {
-                    self.unindex_pod(uid);
-                    self.pods.remove(uid.as_str());
+                    self.unbind_all(uid, now);
+                    if let Some(pod) = self.pods.remove(uid.as_str()) {
+                        self.depart(pod, now);
+                    }
                 }
             }
             ResourceKind::Services => self.remove_service(&object_key()),
             ResourceKind::EndpointSlices => self.remove_slice(&object_key()),
             ResourceKind::Nodes => self.remove_node(key.name.as_str()),
         }
-        self.changed();
+        self.changed(now);
     }
 
-    /// A complete list: replaces everything of `kind`.
+    /// A complete list: replaces everything of `kind`. Pods missing from
+    /// it departed (their DELETED was missed).
     pub fn replace(&mut self, kind: ResourceKind, records: Vec<Record>, now: SystemTime) {
+        let mut old_pods = HashMap::new();
+        let mut old_bindings = HashMap::new();
         match kind {
-            ResourceKind::LocalPods => self.local_pods.clear(),
+            ResourceKind::LocalPods => old_pods = std::mem::take(&mut self.local_pods),
             ResourceKind::Pods => {
-                self.pods.clear();
-                self.pod_by_ip.clear();
+                old_pods = std::mem::take(&mut self.pods);
+                old_bindings = std::mem::take(&mut self.pod_by_ip);
             }
             ResourceKind::Services => {
                 self.services.clear();
@@ -383,8 +459,36 @@ impl ClusterState {
             }
         }
         for record in records {
-            self.apply(kind, record);
+            self.apply(kind, record, now);
         }
+        // Addresses still held by the same pod keep their start; the others
+        // ended now.
+        for (ip, (uid, since)) in old_bindings {
+            match self.pod_by_ip.get_mut(&ip) {
+                Some((holder, start)) if *holder == uid => *start = since,
+                _ => {
+                    if let Some(pod) = old_pods.get(&uid) {
+                        self.ended.entry(ip).or_default().push(Binding {
+                            pod: pod.clone(),
+                            since,
+                            until: now,
+                        });
+                    }
+                }
+            }
+        }
+        let current = match kind {
+            ResourceKind::LocalPods => &self.local_pods,
+            _ => &self.pods,
+        };
+        let gone: Vec<Arc<PodRecord>> = old_pods
+            .into_values()
+            .filter(|pod| !current.contains_key(&pod.uid))
+            .collect();
+        for pod in gone {
+            self.depart(pod, now);
+        }
+        self.forget_departed(now);
         self.sweep();
         let status = self.sync.entry(kind).or_default();
         status.listed_at = Some(now);
@@ -396,23 +500,77 @@ impl ClusterState {
         Arc::new(PodRecord { workload, ..pod })
     }
 
-    /// Finished pods and hostNetwork pods (whose address is the node's)
-    /// own no address.
-    fn index_pod(&mut self, pod: &Arc<PodRecord>) {
-        if pod.live && !pod.host_network {
-            for ip in &pod.ips {
-                self.pod_by_ip.insert(*ip, pod.uid.clone());
+    fn depart(&mut self, pod: Arc<PodRecord>, now: SystemTime) {
+        self.departed.entry(pod.uid.clone()).or_insert((pod, now));
+    }
+
+    /// The addresses `pod` holds from now on: those it left end now, those
+    /// it takes from another pod end that pod's hold. Finished pods and
+    /// hostNetwork pods (whose address is the node's) own no address.
+    fn rebind(&mut self, pod: &Arc<PodRecord>, now: SystemTime) {
+        let holds: &[IpAddr] = if pod.live && !pod.host_network {
+            &pod.ips
+        } else {
+            &[]
+        };
+        let left: Vec<IpAddr> = self
+            .pods
+            .get(&pod.uid)
+            .map(|old| {
+                old.ips
+                    .iter()
+                    .filter(|ip| !holds.contains(ip))
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for ip in left {
+            self.unbind(ip, &pod.uid, now);
+        }
+        for ip in holds {
+            match self.pod_by_ip.get(ip) {
+                Some((holder, _)) if *holder == pod.uid => {}
+                _ => {
+                    self.end_binding(*ip, now);
+                    self.pod_by_ip.insert(*ip, (pod.uid.clone(), now));
+                }
             }
         }
     }
 
-    fn unindex_pod(&mut self, uid: &str) {
-        if let Some(old) = self.pods.get(uid) {
-            for ip in &old.ips {
-                if self.pod_by_ip.get(ip).is_some_and(|owner| &**owner == uid) {
-                    self.pod_by_ip.remove(ip);
-                }
-            }
+    /// Ends `uid`'s hold of every address it has.
+    fn unbind_all(&mut self, uid: &str, now: SystemTime) {
+        let ips: Vec<IpAddr> = self
+            .pods
+            .get(uid)
+            .map(|pod| pod.ips.to_vec())
+            .unwrap_or_default();
+        for ip in ips {
+            self.unbind(ip, uid, now);
+        }
+    }
+
+    /// Ends `uid`'s hold of `ip`, if it holds it.
+    fn unbind(&mut self, ip: IpAddr, uid: &str, now: SystemTime) {
+        if self
+            .pod_by_ip
+            .get(&ip)
+            .is_some_and(|(holder, _)| &**holder == uid)
+        {
+            self.end_binding(ip, now);
+        }
+    }
+
+    /// Ends the current hold of `ip`, keeping it as history.
+    fn end_binding(&mut self, ip: IpAddr, now: SystemTime) {
+        if let Some((uid, since)) = self.pod_by_ip.remove(&ip)
+            && let Some(pod) = self.pods.get(&uid)
+        {
+            self.ended.entry(ip).or_default().push(Binding {
+                pod: pod.clone(),
+                since,
+                until: now,
+            });
         }
     }
 
@@ -448,29 +606,87 @@ impl ClusterState {
         }
     }
 
-    /// The pod with this UID: this node's watch first, then the cluster's.
-    pub fn pod_by_uid(&self, uid: &str) -> Option<&Arc<PodRecord>> {
-        self.local_pods.get(uid).or_else(|| self.pods.get(uid))
+    /// The pod with this UID: this node's watch first, then the cluster's,
+    /// then one deleted less than the grace period before `now` (UIDs are
+    /// never reused).
+    pub fn pod_by_uid(&self, uid: &str, now: SystemTime) -> Option<&Arc<PodRecord>> {
+        self.local_pods
+            .get(uid)
+            .or_else(|| self.pods.get(uid))
+            .or_else(|| {
+                self.departed
+                    .get(uid)
+                    .filter(|(_, at)| self.remembered(*at, now))
+                    .map(|(pod, _)| pod)
+            })
     }
 
+    /// The pod holding `ip` now.
     pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&Arc<PodRecord>> {
-        self.pod_by_ip.get(&ip).and_then(|uid| self.pods.get(uid))
+        self.pod_by_ip
+            .get(&ip)
+            .and_then(|(uid, _)| self.pods.get(uid))
     }
 
-    /// A Service's ClusterIP, a pod's or a node's address.
-    pub fn remote(&self, ip: IpAddr) -> Option<RemoteMatch> {
+    /// The pod that held `ip` at `at`, looked up at `now`: one that held it
+    /// then and has left it since; else the pod holding it now; else,
+    /// nobody holding it, the last pod that did if it left less than the
+    /// grace period ago (a peer still calling a pod that just went).
+    pub fn pod_at(&self, ip: IpAddr, at: SystemTime, now: SystemTime) -> Option<&Arc<PodRecord>> {
+        let ended = self.ended.get(&ip).map(Vec::as_slice).unwrap_or_default();
+        let remembered = |b: &&Binding| self.remembered(b.until, now);
+        if let Some(then) = ended
+            .iter()
+            .rev()
+            .filter(remembered)
+            .find(|b| b.since <= at && at < b.until)
+        {
+            return Some(&then.pod);
+        }
+        self.pod_by_ip(ip)
+            .or_else(|| ended.iter().rev().find(remembered).map(|b| &b.pod))
+    }
+
+    /// A Service's ClusterIP (dialled on `port`), a pod's or a node's
+    /// address, as it was at `at` (see [`ClusterState::pod_at`]), looked
+    /// up at `now`.
+    pub fn remote(
+        &self,
+        ip: IpAddr,
+        port: u16,
+        at: SystemTime,
+        now: SystemTime,
+    ) -> Option<RemoteMatch> {
         if let Some(key) = self.service_by_ip.get(&ip) {
             return Some(RemoteMatch::Service {
                 service: key.clone(),
                 backends: self.backends(key),
+                target_port: self.target_port(key, port),
             });
         }
-        if let Some(pod) = self.pod_by_ip(ip) {
+        if let Some(pod) = self.pod_at(ip, at, now) {
             return Some(RemoteMatch::Pod(pod.clone()));
         }
         self.node_by_ip
             .get(&ip)
             .map(|name| RemoteMatch::Node(name.clone()))
+    }
+
+    /// The backends' port that `port` of Service `key` leads to: the
+    /// EndpointSlices' port of the same name, else a numeric `targetPort`.
+    fn target_port(&self, key: &ObjectKey, port: u16) -> Option<u16> {
+        let service = self.services.get(key)?;
+        let declared = service.ports.iter().find(|p| p.port == port)?;
+        let sliced = self
+            .slices_by_service
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|slice| self.slices.get(slice))
+            .flat_map(|slice| slice.ports.iter())
+            .find(|(name, _)| *name == declared.name)
+            .map(|(_, port)| *port);
+        sliced.or(declared.target)
     }
 
     /// A Service's backends, one per distinct identity.
@@ -552,6 +768,7 @@ mod tests {
             key: key(name),
             service: Some(key(service)),
             addresses: ips.iter().map(|ip| ip.parse().expect("ip")).collect(),
+            ports: Box::new([(Some("http".into()), 8080)]),
         })
     }
 
@@ -581,7 +798,7 @@ mod tests {
             "finished pods own no IP"
         );
         // The IP moves to a new pod; deleting the old one leaves it alone.
-        state.apply(ResourceKind::Pods, pod("u4", "web", "10.0.0.1", true));
+        state.apply(ResourceKind::Pods, pod("u4", "web", "10.0.0.1", true), now);
         state.delete(
             ResourceKind::Pods,
             &DeletedKey {
@@ -589,6 +806,7 @@ mod tests {
                 namespace: Some("shop".into()),
                 name: "api-u1".into(),
             },
+            now,
         );
         let moved = state
             .pod_by_ip("10.0.0.1".parse().expect("ip"))
@@ -618,22 +836,34 @@ mod tests {
             Record::Service(ServiceRecord {
                 key: key("api"),
                 ips: Box::new(["10.96.0.1".parse().expect("ip")]),
+                ports: Box::new([ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    target: None,
+                }]),
             }),
+            now,
         );
         state.apply(
             ResourceKind::EndpointSlices,
             slice("api-1", "api", &["10.0.0.3", "10.0.0.1"]),
+            now,
         );
         state.apply(
             ResourceKind::EndpointSlices,
             slice("api-2", "api", &["10.0.0.2", "192.0.2.9"]),
+            now,
         );
-        let Some(RemoteMatch::Service { service, backends }) =
-            state.remote("10.96.0.1".parse().expect("ip"))
+        let Some(RemoteMatch::Service {
+            service,
+            backends,
+            target_port,
+        }) = state.remote("10.96.0.1".parse().expect("ip"), 80, now, now)
         else {
             panic!("not a service");
         };
         assert_eq!(service, key("api"));
+        assert_eq!(target_port, Some(8080), "by the port's name");
         let ids: Vec<String> = backends.iter().map(|(i, _)| i.canonical()).collect();
         assert_eq!(
             ids,
@@ -650,6 +880,7 @@ mod tests {
                 namespace: Some("shop".into()),
                 name: "api-2".into(),
             },
+            now,
         );
         state.delete(
             ResourceKind::EndpointSlices,
@@ -658,13 +889,119 @@ mod tests {
                 namespace: Some("shop".into()),
                 name: "api-1".into(),
             },
+            now,
         );
         let Some(RemoteMatch::Service { backends, .. }) =
-            state.remote("10.96.0.1".parse().expect("ip"))
+            state.remote("10.96.0.1".parse().expect("ip"), 80, now, now)
         else {
             panic!("not a service");
         };
         assert!(backends.is_empty());
+    }
+
+    fn gone(uid: &str, name: &str) -> DeletedKey {
+        DeletedKey {
+            uid: Some(uid.into()),
+            namespace: Some("shop".into()),
+            name: name.into(),
+        }
+    }
+
+    fn name_at(state: &ClusterState, ip: &str, at: SystemTime, now: SystemTime) -> Option<String> {
+        state
+            .pod_at(ip.parse().expect("ip"), at, now)
+            .map(|p| p.workload.name.clone())
+    }
+
+    #[test]
+    fn departed_pods_stay_known_for_the_grace_period() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut state = ClusterState::new(Duration::from_secs(600));
+        state.replace(
+            ResourceKind::Pods,
+            vec![pod("u1", "api", "10.0.0.1", true)],
+            t0,
+        );
+        state.delete(ResourceKind::Pods, &gone("u1", "api-u1"), at(10));
+        // Its last flows, counted after DELETED, still name it.
+        assert!(state.pod_by_uid("u1", at(11)).is_some());
+        assert_eq!(
+            name_at(&state, "10.0.0.1", at(9), at(11)).as_deref(),
+            Some("api")
+        );
+        // A peer still calling the address it left.
+        assert_eq!(
+            name_at(&state, "10.0.0.1", at(12), at(12)).as_deref(),
+            Some("api")
+        );
+        // Forgotten after the grace period.
+        assert!(state.pod_by_uid("u1", at(611)).is_none());
+        assert_eq!(name_at(&state, "10.0.0.1", at(9), at(611)), None);
+    }
+
+    #[test]
+    fn a_reused_address_names_the_pod_that_held_it_then() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut state = ClusterState::new(Duration::from_secs(600));
+        state.replace(
+            ResourceKind::Pods,
+            vec![pod("u1", "api", "10.0.0.1", true)],
+            t0,
+        );
+        state.delete(ResourceKind::Pods, &gone("u1", "api-u1"), at(10));
+        state.apply(
+            ResourceKind::Pods,
+            pod("u2", "scanner", "10.0.0.1", true),
+            at(11),
+        );
+        // The old pod's flows keep the old pod, the new pod's get the new.
+        assert_eq!(
+            name_at(&state, "10.0.0.1", at(9), at(12)).as_deref(),
+            Some("api")
+        );
+        assert_eq!(
+            name_at(&state, "10.0.0.1", at(12), at(12)).as_deref(),
+            Some("scanner")
+        );
+        // A pod finishing (not yet deleted) leaves its address too; a
+        // re-list keeps a pod's hold and start.
+        state.apply(
+            ResourceKind::Pods,
+            pod("u2", "scanner", "10.0.0.1", false),
+            at(20),
+        );
+        assert_eq!(
+            name_at(&state, "10.0.0.1", at(15), at(21)).as_deref(),
+            Some("scanner")
+        );
+        state.replace(
+            ResourceKind::Pods,
+            vec![
+                pod("u3", "web", "10.0.0.1", true),
+                pod("u4", "db", "10.0.0.4", true),
+            ],
+            at(30),
+        );
+        state.replace(
+            ResourceKind::Pods,
+            vec![pod("u3", "web", "10.0.0.1", true)],
+            at(40),
+        );
+        assert_eq!(
+            name_at(&state, "10.0.0.1", at(35), at(41)).as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            name_at(&state, "10.0.0.4", at(35), at(41)).as_deref(),
+            Some("db")
+        );
+        assert!(state.pod_by_uid("u4", at(41)).is_some(), "missed DELETED");
+        assert_eq!(
+            name_at(&state, "10.0.0.1", at(25), at(41)).as_deref(),
+            Some("web")
+        );
     }
 
     #[test]
